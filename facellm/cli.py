@@ -1,0 +1,96 @@
+"""`facellm`: one entry point that dispatches to the runnable recipes.
+
+    facellm ls [models|datasets|tasks|configs]
+    facellm data build --config instruct_data/configs/synthface.yaml [key=value ...]
+    facellm data export --dataset DIR --format swift|llamafactory|trl --out DIR
+    facellm models build-default [--config finetune/configs/facellm_tiny_base.yaml]
+    facellm train --config finetune/configs/facellm_tiny.yaml [key=value ...] [--resume]
+    facellm serve --model NAME|PATH [--adapter name=path ...]
+    facellm eval --config eval/configs/synthface_tiny.yaml [key=value ...]
+    facellm demo [--model ...]
+
+Recipes live beside the package in a source checkout (instruct_data/, finetune/, eval/, demo/,
+serve/); this module only finds and runs them (`python -m <recipe>` does the same).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+COMMANDS: dict[str, str] = {
+    "data build": "instruct_data.build",
+    "data export": "instruct_data.export",
+    "models build-default": "finetune.build_default",
+    "train": "finetune.lora_sft",
+    "serve": "serve.vllm_server",
+    "eval": "eval.run",
+    "demo": "demo.app",
+}
+RECIPE_DIRS = ("instruct_data", "finetune", "eval", "demo", "serve")
+
+
+def _usage() -> str:
+    return __doc__.split("\n\n")[1]
+
+
+def run_recipe(module: str, argv: list[str]) -> int:
+    if not (ROOT / (module.replace(".", "/") + ".py")).exists():
+        print(f"error: recipe {module} not found under {ROOT}; facellm's recipes run from a source checkout",
+              file=sys.stderr)
+        return 2
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    sys.argv = [module, *argv]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def list_things(what: str | None) -> int:
+    from facellm import registry
+
+    tables = {
+        "models": lambda: {k: f"{v.hub_id}  ({v.family})" for k, v in registry.models().items()},
+        "datasets": lambda: registry.describe(registry.DATASETS),
+        "tasks": lambda: {k: ", ".join(v.variants) for k, v in registry.TASKS.items()},
+        "configs": lambda: {str(p.relative_to(ROOT)): _config_command(p)
+                            for d in RECIPE_DIRS for p in sorted((ROOT / d).rglob("*.yaml"))},
+    }
+    if what is not None and what not in tables:
+        print(f"error: facellm ls {what}: choose from {', '.join(tables)}", file=sys.stderr)
+        return 2
+    for name in [what] if what else list(tables):
+        print(f"{name}:")
+        for key, text in tables[name]().items():
+            print(f"  {key:<44} {text}")
+    return 0
+
+
+def _config_command(path: Path) -> str:
+    first = path.read_text().splitlines()[:1]
+    return first[0].lstrip("# ").strip() if first else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] == "ls":
+        return list_things(argv[1] if len(argv) > 1 else None)
+    for words, module in COMMANDS.items():
+        n = len(words.split())
+        if argv[:n] == words.split():
+            return run_recipe(module, argv[n:])
+    print(f"error: unknown command {' '.join(argv[:2])!r}\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

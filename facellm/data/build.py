@@ -1,0 +1,260 @@
+"""Write an instruction dataset (docs/design.md row layout) from face samples and tasks.
+
+The build is streamed in shards of `shard_size` samples per split. Rows depend only on
+(seed, sample id, task) (`tasks.sample_rng`), so shard k always holds the same rows: an
+interrupted build resumes at the first missing shard, with no duplicates and no half-written
+file (each shard is written to a temporary name and renamed). At the end the shards become a
+`datasets.DatasetDict` saved with `save_to_disk` under `<output_dir>/dataset`, and
+`<output_dir>/build_report.json` says how many rows each split and task got and how many
+samples were skipped and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from facellm.schema import SPLITS, Sample, to_json
+from facellm.tasks.base import Conversation, Task, sample_rng
+
+ImageCheck = Callable[[Image.Image], str | None]  # returns a skip reason, or None when the image is fine
+
+
+def features():
+    from datasets import Features, List, Value
+    from datasets import Image as ImageFeature
+
+    part = {"type": Value("string"), "text": Value("string")}
+    return Features({
+        "id": Value("string"), "task": Value("string"), "variant": Value("string"),
+        "messages": List({"role": Value("string"), "content": List(part)}),
+        "images": List(ImageFeature()), "gt": Value("string"),
+    })
+
+
+def conversation_row(conv: Conversation, image_blobs: list[dict[str, Any]], gt: dict[str, Any]) -> dict[str, Any]:
+    """One dataset row (TRL's vision layout): image parts first, then the prompt text."""
+    user = [{"type": "image", "text": None} for _ in image_blobs] + [{"type": "text", "text": conv.prompt}]
+    return {
+        "id": conv.id, "task": conv.task, "variant": conv.variant,
+        "messages": [{"role": "user", "content": user},
+                     {"role": "assistant", "content": [{"type": "text", "text": conv.target}]}],
+        "images": image_blobs,
+        "gt": to_json({"sample": gt, "extras": conv.extras}),
+    }
+
+
+def row_conversation(row: dict[str, Any]) -> Conversation:
+    """The inverse of `conversation_row`, for scoring a response to a dataset row."""
+    gt = json.loads(row["gt"])
+    prompt = row["messages"][0]["content"][-1]["text"]
+    target = row["messages"][1]["content"][0]["text"]
+    sample_id = row["id"].split("#", 1)[0]
+    return Conversation(sample_id, row["task"], row["variant"], prompt, target, list(row["images"]), gt["extras"])
+
+
+@dataclass
+class SkipLog:
+    """Samples left out of a build, counted by reason; `examples` keeps a few sample ids per reason."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, sample_id: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(sample_id)
+
+    def merge(self, other: dict[str, Any]) -> None:
+        for reason, n in other["counts"].items():
+            self.counts[reason] += n
+            self.examples.setdefault(reason, []).extend(other["examples"].get(reason, [])[:5])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "examples": self.examples}
+
+
+class _BadImage(Exception):
+    pass
+
+
+class ImageEncoder:
+    """Turns a sample image (path or PIL image) into a datasets Image blob, once per image.
+
+    A path is validated by a full decode (`facellm.images.load_image`) and stored as its
+    original file bytes; a PIL image is stored as PNG. `check` may reject an image (no face).
+    """
+
+    def __init__(self, check: ImageCheck | None = None):
+        self.check = check
+        self._cache: dict[int | str, dict[str, Any]] = {}
+
+    def __call__(self, image: Any) -> dict[str, Any]:
+        key = image if isinstance(image, str) else id(image)
+        if key not in self._cache:
+            self._cache[key] = self._encode(image)
+        return self._cache[key]
+
+    def _encode(self, image: Any) -> dict[str, Any]:
+        from facellm.images import ImageError, load_image
+
+        if isinstance(image, (str, Path)):
+            try:
+                pil = load_image(image)
+            except ImageError as e:
+                # the reason is the error's kind, never the path: paths can carry a person's name
+                raise _BadImage(f"unreadable image: {getattr(e, 'kind', type(e).__name__)}") from e
+            data = Path(image).read_bytes()
+        else:
+            pil = image.convert("RGB")
+            buf = io.BytesIO()
+            pil.save(buf, format="PNG")
+            data = buf.getvalue()
+        if self.check is not None and (reason := self.check(pil)):
+            raise _BadImage(reason)
+        return {"bytes": data, "path": None}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def _rows_for(sample: Sample, tasks: dict[str, tuple[Task, tuple[str, ...] | None]], seed: int,
+              encode: ImageEncoder) -> list[dict[str, Any]]:
+    rows = []
+    for name, (task, variants) in tasks.items():
+        if not task.applies_to(sample):
+            continue
+        for conv in task.conversations(sample, sample_rng(seed, sample.id, name), variants):
+            rows.append(conversation_row(conv, [encode(im) for im in conv.images], sample.ground_truth()))
+    return rows
+
+
+def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    chunk: list[Sample] = []
+    for s in samples:
+        chunk.append(s)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _write_shard(rows: list[dict[str, Any]], skipped: SkipLog, path: Path) -> None:
+    from datasets import Dataset
+
+    tmp = path.with_suffix(".tmp")
+    Dataset.from_list(rows, features=features()).to_parquet(str(tmp))
+    path.with_suffix(".json").write_text(json.dumps({"rows": len(rows), "skipped": skipped.as_dict()}))
+    os.replace(tmp, path)  # the parquet file appears last: its presence marks the shard complete
+
+
+def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, tuple[Task, tuple[str, ...] | None]],
+                  output_dir: str | Path, *, seed: int = 0, shard_size: int = 500, image_check: ImageCheck | None = None,
+                  fingerprint: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
+                  splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """Build (or resume building) the dataset; returns the build report.
+
+    samples: split name -> the split's samples, in a deterministic order.
+    tasks: task name -> (task object, variants to build or None for all).
+    fingerprint: what defines the build (the config); a work area left by a different
+        fingerprint is refused rather than mixed in, unless `overwrite`.
+    """
+    out = Path(output_dir)
+    work = out / "_shards"
+    digest = hashlib.sha256(to_json(fingerprint or {}).encode()).hexdigest()[:16]
+    _prepare(out, work, digest, overwrite)
+    report: dict[str, Any] = {"fingerprint": fingerprint, "splits": {}}
+    for split in splits:
+        report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
+                                               image_check, progress, split)
+    _finalize(out, work, splits)
+    (out / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def _prepare(out: Path, work: Path, digest: str, overwrite: bool) -> None:
+    stamp = work / "FINGERPRINT"
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
+    elif (out / "dataset").exists() and not work.exists():
+        raise FileExistsError(f"{out / 'dataset'} already exists; pass overwrite=True (--overwrite) to rebuild it")
+    if stamp.exists() and stamp.read_text() != digest:
+        raise ValueError(f"{work} holds an interrupted build of a different config; "
+                         "rerun with the same config to resume, or pass --overwrite to start again")
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+
+
+def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shard_size: int,
+                 image_check: ImageCheck | None, progress: bool, split: str) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped, rows_per_task, resumed = SkipLog(), Counter(), 0
+    encode = ImageEncoder(image_check)
+    bar = tqdm(desc=f"build {split}", unit="sample", disable=not progress)
+    for k, chunk in enumerate(_chunks(samples, shard_size)):
+        path = folder / f"{k:05d}.parquet"
+        bar.update(len(chunk))
+        if path.exists():  # done by an earlier, interrupted run
+            resumed += 1
+            skipped.merge(json.loads(path.with_suffix(".json").read_text())["skipped"])
+            continue
+        rows, shard_skips = [], SkipLog()
+        for sample in chunk:
+            try:
+                rows += _rows_for(sample, tasks, seed, encode)
+            except _BadImage as e:
+                shard_skips.add(str(e), sample.id)
+        encode.clear()
+        _write_shard(rows, shard_skips, path)
+        skipped.merge(shard_skips.as_dict())
+    bar.close()
+    return {"shards": len(list(folder.glob("*.parquet"))), "resumed_shards": resumed,
+            "rows": _count_rows(folder, rows_per_task), "skipped": skipped.as_dict()}
+
+
+def _count_rows(folder: Path, counter: Counter) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    for path in sorted(folder.glob("*.parquet")):
+        for task in pq.read_table(path, columns=["task"]).column("task").to_pylist():
+            counter[task] += 1
+    return dict(counter)
+
+
+def _finalize(out: Path, work: Path, splits: tuple[str, ...]) -> None:
+    from datasets import Dataset, DatasetDict
+
+    parts = {}
+    for split in splits:
+        files = sorted(str(p) for p in (work / split).glob("*.parquet"))
+        parts[split] = (Dataset.from_parquet(files, features=features()) if files
+                        else Dataset.from_list([], features=features()))
+    tmp = out / "dataset.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    DatasetDict(parts).save_to_disk(str(tmp))
+    shutil.rmtree(out / "dataset", ignore_errors=True)
+    os.replace(tmp, out / "dataset")
+    shutil.rmtree(work)
+
+
+def load_built(output_dir: str | Path):
+    """The DatasetDict written by `build_dataset`."""
+    from datasets import load_from_disk
+
+    path = Path(output_dir) / "dataset"
+    if not path.exists():
+        raise FileNotFoundError(f"no built dataset at {path}; run `facellm data build --config ...` first")
+    return load_from_disk(str(path))

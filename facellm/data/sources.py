@@ -1,0 +1,165 @@
+"""Dataset sources: registry key -> the samples of each split, in a deterministic order.
+
+A source is what `facellm data build` reads. It combines a parser of an on-disk format (or
+the SynthFace generator) with how verification pairs are formed and scored:
+- SynthFace: records and pairs per identity-disjoint split; the FR score is SynthFace's
+  simulated FR model (see `facellm.synthface`).
+- Real photos: pairs come from the dataset (LFW pairs.txt) or are drawn within a split from
+  identity labels (CelebA); their FR score is the real SFace model (`facellm.fr`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from facellm.schema import FacePair, FaceRecord, Sample
+
+
+@dataclass
+class DataSource:
+    """samples: split -> samples (records, then pairs). pairs: split -> only the pairs
+    (used to set the score_decision threshold on training pairs)."""
+
+    samples: Callable[[str], Iterable[Sample]]
+    pairs: Callable[[str], Iterable[FacePair]]
+
+
+def _records_then_pairs(records: Callable[[str], list[FaceRecord]], pairs: Callable[[str], list[FacePair]]
+                        ) -> DataSource:
+    def samples(split: str) -> Iterator[Sample]:
+        yield from records(split)
+        yield from pairs(split)
+
+    return DataSource(samples, pairs)
+
+
+def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
+                     pairs_per_split: dict[str, int] | None = None, seed: int = 0, size: int = 112) -> DataSource:
+    """SynthFace faces (attributes, expression, age) and same/different pairs with simulated FR scores."""
+    from facellm import synthface
+
+    n_pairs = {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
+
+    @lru_cache(maxsize=None)
+    def records(split: str) -> list[FaceRecord]:
+        return synthface.synthface_records(split, n_identities, images_per_identity, seed, size=size)
+
+    @lru_cache(maxsize=None)
+    def pairs(split: str) -> list[FacePair]:
+        return synthface.synthface_pairs(records(split), n_pairs[split], seed=seed)
+
+    return _records_then_pairs(records, pairs)
+
+
+def identity_pairs(records: list[FaceRecord], n_pairs: int, seed: int, source: str) -> list[FacePair]:
+    """Half genuine, half impostor pairs drawn from identity labels within one split."""
+    rng = random.Random(f"pairs:{seed}:{source}")
+    by_id: dict[str, list[FaceRecord]] = defaultdict(list)
+    for r in records:
+        if r.identity is not None:
+            by_id[r.identity].append(r)
+    multi = sorted(i for i, rs in by_id.items() if len(rs) > 1)
+    ids = sorted(by_id)
+    if not multi or len(ids) < 2:
+        return []
+    out = []
+    for k in range(n_pairs):
+        if k % 2 == 0:
+            a, b = rng.sample(by_id[rng.choice(multi)], 2)
+        else:
+            i, j = rng.sample(ids, 2)
+            a, b = rng.choice(by_id[i]), rng.choice(by_id[j])
+        out.append(FacePair(f"{source}/{a.split}/pair-{k}", source, a.split, a, b, a.identity == b.identity))
+    return out
+
+
+def with_fr_scores(pairs: Iterable[FacePair]) -> Iterator[FacePair]:
+    """Attach the real SFace similarity to pairs of photos; a pair whose images cannot be
+    read or show no face keeps `fr_score=None` (the build's face check reports it)."""
+    from facellm.fr import FaceAnalyzer
+    from facellm.images import load_image
+
+    analyzer = FaceAnalyzer()
+    for pair in pairs:
+        try:
+            pair.fr_score = analyzer.similarity(_pil(pair.first.image, load_image), _pil(pair.second.image, load_image))
+        except Exception:  # noqa: BLE001 - unreadable / face-less images are reported by the build
+            pair.fr_score = None
+        yield pair
+
+
+def _pil(image: Any, load: Callable[[Any], Any]) -> Any:
+    return load(image) if isinstance(image, str) else image
+
+
+def celeba_source(root: str, pairs_per_split: dict[str, int] | None = None, fr_scores: bool = True,
+                  seed: int = 0) -> DataSource:
+    """CelebA attributes (+ identity pairs when identity_CelebA.txt is present)."""
+    from facellm.data.celeba import celeba_records
+
+    n_pairs = {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
+
+    @lru_cache(maxsize=None)
+    def records(split: str) -> list[FaceRecord]:
+        return list(celeba_records(root, split=split))
+
+    def pairs(split: str) -> Iterable[FacePair]:
+        made = identity_pairs(records(split), n_pairs[split], seed, "celeba")
+        return with_fr_scores(made) if fr_scores else made
+
+    return _records_then_pairs(records, pairs)
+
+
+def lfw_source(root: str, pairs_file: str = "pairs.txt", fr_scores: bool = True) -> DataSource:
+    """LFW verification pairs from pairs.txt, scored by SFace."""
+    from facellm.data.lfw import lfw_pairs
+
+    def pairs(split: str) -> Iterable[FacePair]:
+        made = (p for p in lfw_pairs(root, pairs_file) if p.split == split)
+        return with_fr_scores(made) if fr_scores else made
+
+    return DataSource(pairs, pairs)
+
+
+def _records_only(parse: Callable[..., Iterable[FaceRecord]], root: str) -> DataSource:
+    return DataSource(lambda split: parse(root, split=split), lambda split: [])
+
+
+def rafdb_source(root: str) -> DataSource:
+    """RAF-DB basic expressions (aligned images)."""
+    from facellm.data.rafdb import rafdb_records
+
+    return _records_only(rafdb_records, root)
+
+
+def fer2013_source(root: str) -> DataSource:
+    """FER2013 expressions from fer2013.csv."""
+    from facellm.data.fer2013 import fer2013_records
+
+    return _records_only(fer2013_records, root)
+
+
+def affectnet_source(root: str) -> DataSource:
+    """AffectNet basic expressions (labels 0-6)."""
+    from facellm.data.affectnet import affectnet_records
+
+    return _records_only(affectnet_records, root)
+
+
+def utkface_source(root: str) -> DataSource:
+    """UTKFace ages from file names."""
+    from facellm.data.utkface import utkface_records
+
+    return _records_only(utkface_records, root)
+
+
+def fairface_source(root: str) -> DataSource:
+    """FairFace age bins (as bin midpoints)."""
+    from facellm.data.fairface import fairface_records
+
+    return _records_only(fairface_records, root)

@@ -1,0 +1,9 @@
+"""Face tasks: one definition used to build instruction data and to score responses."""
+
+from facellm.tasks.age import AgeTask
+from facellm.tasks.attributes import AttributeTask
+from facellm.tasks.base import Conversation, Task, sample_rng
+from facellm.tasks.expression import ExpressionTask
+from facellm.tasks.verification import VerificationTask
+
+__all__ = ["AgeTask", "AttributeTask", "Conversation", "ExpressionTask", "Task", "VerificationTask", "sample_rng"]

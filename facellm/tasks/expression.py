@@ -1,0 +1,69 @@
+"""Expression QA: 7-way basic expression with a short reason naming the visual cues.
+
+Sample: a FaceRecord with `expression`. Conversation:
+    "What facial expression does this person show? ..." ->
+    "Expression: happy\nReason: the mouth corners turn up in a smile and the eyes are relaxed."
+The reasons are the cues that define each expression (and that SynthFace draws), so a target
+never claims something the label does not imply.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from facellm.schema import EXPRESSIONS, FaceRecord, Sample
+from facellm.tasks.base import Conversation
+
+CUES: dict[str, str] = {
+    "neutral": "the mouth is a relaxed straight line and the eyebrows are level",
+    "happy": "the mouth corners turn up in a smile and the eyes are relaxed",
+    "sad": "the mouth corners turn down and the inner eyebrows are raised",
+    "surprise": "the mouth is open in a round shape and the eyebrows are raised high",
+    "fear": "the mouth is stretched wide open and the eyes are wide with raised eyebrows",
+    "disgust": "the upper lip is raised in a wavy line and the nose is wrinkled",
+    "anger": "the eyebrows are pulled down toward the centre and the lips are pressed tight",
+}
+OPTIONS = ", ".join(EXPRESSIONS)
+PROMPTS = (
+    f"What facial expression does this person show? Choose one of: {OPTIONS}. Give a short reason.",
+    f"Classify the expression of this face as one of {OPTIONS}, and explain briefly.",
+    f"Which emotion does this face express ({OPTIONS})? Name it and the visual cues.",
+)
+_SYNONYMS = {"happiness": "happy", "sadness": "sad", "surprised": "surprise", "fearful": "fear",
+             "afraid": "fear", "disgusted": "disgust", "angry": "anger", "calm": "neutral"}
+
+
+class ExpressionTask:
+    name = "expression"
+    variants = ("reason",)
+
+    def applies_to(self, sample: Sample) -> bool:
+        return isinstance(sample, FaceRecord) and sample.expression in EXPRESSIONS
+
+    def conversations(self, sample: FaceRecord, rng: random.Random,
+                      variants: tuple[str, ...] | None = None) -> list[Conversation]:
+        label = sample.expression
+        target = f"Expression: {label}\nReason: {CUES[label]}."
+        return [Conversation(sample.id, self.name, "reason", rng.choice(PROMPTS), target, [sample.image],
+                             {"label": label})]
+
+    def parse(self, response: str, conversation: Conversation) -> str | None:
+        return parse_expression(response)
+
+    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
+        label = conversation.extras["label"]
+        return {"label": label, "prediction": parsed, "correct": parsed == label}
+
+
+def parse_expression(text: str) -> str | None:
+    """The expression after "Expression:", else the first expression word in the text."""
+    lowered = text.lower()
+    match = re.search(r"expression\s*:\s*([a-z]+)", lowered)
+    words = [match.group(1)] if match else re.findall(r"[a-z]+", lowered)
+    for word in words:
+        word = _SYNONYMS.get(word, word)
+        if word in EXPRESSIONS:
+            return word
+    return None

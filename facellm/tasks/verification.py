@@ -1,0 +1,170 @@
+"""Face verification QA on two images, in the answer format of Sony et al. (IWBF 2026):
+
+    Match Verdict: Match
+    Similarities: Both faces have brown hair. Both faces have a round face shape.
+    Differences: The first face wears eyeglasses, while the second face wears no eyeglasses.
+    Overall Reasoning: The identity traits agree; the differences are accessories or expression,
+    which change between photos of one person. The FR score of 0.81 also supports a match.
+
+Prompt variants: `images_only`; `score` appends `[Model Scores]\n{"FR": [0.81]}`;
+`score_decision` appends `[Model Scores]\n{"FR": [0.81, "Match"]}` where the decision is
+`score >= threshold` (the threshold is set on training pairs, see `decision_threshold`).
+
+Targets use only ground truth: attributes both faces share, attributes that differ, and the
+identity traits a dataset records in `meta["traits"]` (SynthFace: face shape, skin tone ...).
+Pairs without any annotation get "Not annotated." similarities and differences.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from typing import Any
+
+import numpy as np
+
+from facellm.attributes import BINARY_ATTRIBUTES
+from facellm.schema import FacePair, Sample
+from facellm.tasks.base import Conversation
+
+# Attributes that change between photos of one person; the others count as identity evidence.
+IMAGE_LEVEL = frozenset({"eyeglasses", "wearing_hat", "wearing_earrings", "wearing_lipstick", "smiling",
+                         "mouth_slightly_open", "heavy_makeup", "wearing_necklace", "wearing_necktie"})
+FORMAT = ("Answer in this format:\nMatch Verdict: Match or Non-Match\nSimilarities: ...\nDifferences: ...\n"
+          "Overall Reasoning: ...")
+PROMPTS = (
+    "Are these two face images of the same person? " + FORMAT,
+    "Compare the two faces and decide whether they show the same person. " + FORMAT,
+    "Do the first and the second image show one person or two different people? " + FORMAT,
+)
+_PLURAL = {"has": "have", "wears": "wear", "is": "are", "looks": "look", "does": "do"}
+
+
+def _both(clause: str) -> str:
+    """'{who} has a beard' -> 'Both faces have a beard'."""
+    verb, _, rest = clause.removeprefix("{who} ").partition(" ")
+    return f"Both faces {_PLURAL.get(verb, verb)} {rest}"
+
+
+def describe_pair(first: dict[str, Any], second: dict[str, Any], traits_first: dict[str, str],
+                  traits_second: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """Similarity and difference sentences from ground truth, and the names of differing identity cues."""
+    same, diff, identity_diffs = [], [], []
+    for name in sorted(set(traits_first) & set(traits_second)):
+        a, b = traits_first[name], traits_second[name]
+        if a == b:
+            same.append(f"Both faces have the same {name} ({a}).")
+        else:
+            diff.append(f"The {name} differs: {a} in the first face, {b} in the second.")
+            identity_diffs.append(name)
+    for key, attr in BINARY_ATTRIBUTES.items():
+        a, b = first.get(key), second.get(key)
+        if not (isinstance(a, bool) and isinstance(b, bool)):
+            continue
+        if a and b:
+            same.append(_both(attr.has) + ".")
+        elif a != b:
+            clause_a = (attr.has if a else attr.lacks).format(who="the first face")
+            clause_b = (attr.has if b else attr.lacks).format(who="the second face")
+            diff.append(f"{clause_a[0].upper()}{clause_a[1:]}, while {clause_b}.")
+            if key not in IMAGE_LEVEL:
+                identity_diffs.append(attr.noun)
+    return same, diff, identity_diffs
+
+
+def decision_threshold(scores: np.ndarray, same: np.ndarray, fmr: float = 0.01) -> float:
+    """The score threshold whose false-match rate on these (training) pairs is at most `fmr`."""
+    impostors = np.sort(np.asarray(scores, float)[~np.asarray(same, bool)])
+    if len(impostors) == 0:
+        raise ValueError("decision_threshold needs impostor pairs")
+    k = int(np.floor(fmr * len(impostors)))  # impostors allowed at or above the threshold
+    return float(impostors[len(impostors) - k - 1] + 1e-6) if k < len(impostors) else float(impostors[0])
+
+
+class VerificationTask:
+    name = "verification"
+    variants = ("images_only", "score", "score_decision")
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def applies_to(self, sample: Sample) -> bool:
+        return isinstance(sample, FacePair)
+
+    def conversations(self, sample: FacePair, rng: random.Random,
+                      variants: tuple[str, ...] | None = None) -> list[Conversation]:
+        out = []
+        for variant in variants or self.variants:
+            if variant not in self.variants:
+                raise ValueError(f"verification task has no variant {variant!r}; choose from {self.variants}")
+            if variant != "images_only" and sample.fr_score is None:
+                continue
+            prompt = rng.choice(PROMPTS) + self._score_block(sample.fr_score, variant)
+            extras = {"same": sample.same, "fr_score": sample.fr_score, "threshold": self.threshold,
+                      "truth_first": sample.first.attributes, "truth_second": sample.second.attributes}
+            out.append(Conversation(sample.id, self.name, variant, prompt, self.target(sample, variant),
+                                    [sample.first.image, sample.second.image], extras))
+        return out
+
+    def _score_block(self, score: float | None, variant: str) -> str:
+        if variant == "images_only":
+            return ""
+        entry = [round(score, 2)] if variant == "score" else [round(score, 2), self._decision(score)]
+        return "\n[Model Scores]\n" + json.dumps({"FR": entry})
+
+    def _decision(self, score: float) -> str:
+        return "Match" if score >= self.threshold else "Non-Match"
+
+    def target(self, pair: FacePair, variant: str) -> str:
+        same, diff, identity_diffs = describe_pair(pair.first.attributes, pair.second.attributes,
+                                                   pair.first.meta.get("traits", {}),
+                                                   pair.second.meta.get("traits", {}))
+        annotated = bool(same or diff)
+        if pair.same:
+            reason = ("The identity traits agree, and the differences are accessories or expression, "
+                      "which change between photos of one person." if annotated else
+                      "The two faces show the same person.")
+        else:
+            reason = (f"The faces differ in identity traits ({', '.join(identity_diffs)}), "
+                      "which do not change between photos of one person."
+                      if identity_diffs else "The two faces show different people.")
+        if variant != "images_only" and pair.fr_score is not None:
+            agrees = (pair.fr_score >= self.threshold) == pair.same
+            verdict_word = "match" if pair.same else "non-match"
+            reason += (f" The FR score of {pair.fr_score:.2f} also supports a {verdict_word}." if agrees else
+                       f" The FR score of {pair.fr_score:.2f} points the other way, but the visible traits decide.")
+        none = "None observed." if annotated else "Not annotated."
+        return (f"Match Verdict: {'Match' if pair.same else 'Non-Match'}\n"
+                f"Similarities: {' '.join(same) or none}\n"
+                f"Differences: {' '.join(diff) or none}\n"
+                f"Overall Reasoning: {reason}")
+
+    def parse(self, response: str, conversation: Conversation) -> dict[str, Any]:
+        return parse_verification(response)
+
+    def score(self, parsed: dict[str, Any], conversation: Conversation) -> dict[str, Any]:
+        same = conversation.extras["same"]
+        verdict = parsed["verdict"]
+        return {"label": same, "prediction": verdict, "correct": verdict is not None and (verdict == "Match") == same}
+
+
+_VERDICT = re.compile(r"match\s+verdict\s*:\s*(non[- ]?match|match|uncertain)", re.IGNORECASE)
+_SECTION = re.compile(r"^(similarities|differences|overall reasoning)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_verification(text: str) -> dict[str, Any]:
+    """Verdict ("Match" | "Non-Match" | "Uncertain" | None) and the explanation sections.
+
+    `explanation` is everything after the verdict line: what the LR metrics embed and score.
+    """
+    match = _VERDICT.search(text)
+    verdict = None
+    if match:
+        word = match.group(1).lower().replace(" ", "-")
+        verdict = {"match": "Match", "uncertain": "Uncertain"}.get(word, "Non-Match")
+    sections = {m.group(1).lower(): m.group(2).strip() for m in _SECTION.finditer(text)}
+    explanation = text[match.end():].strip() if match else text.strip()
+    return {"verdict": verdict, "similarities": sections.get("similarities"),
+            "differences": sections.get("differences"), "reasoning": sections.get("overall reasoning"),
+            "explanation": explanation}

@@ -1,0 +1,116 @@
+"""Build an instruction dataset from a face dataset and tasks.
+
+    facellm data build --config instruct_data/configs/synthface.yaml [key=value ...] [--overwrite]
+    python -m instruct_data.build --config instruct_data/configs/synthface.yaml --check   # validate only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from facellm.config import ConfigError, check_call, load_config
+from facellm.data.build import build_dataset
+from facellm.registry import get_dataset, get_task
+from facellm.tasks.verification import decision_threshold
+
+
+@dataclass
+class TaskConfig:
+    variants: list[str] | None = None     # None: every variant of the task
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildConfig:
+    dataset: str                           # registry key (`facellm ls datasets`)
+    output_dir: str
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    seed: int = 0
+    shard_size: int = 500
+    require_face: bool = False             # skip images in which YuNet finds no face (real photos)
+    decision_fmr: float = 0.01             # score_decision threshold: this FMR on training pairs
+
+
+def validate(cfg: BuildConfig) -> None:
+    """Check names and argument keys against the registry without building anything."""
+    try:
+        source = get_dataset(cfg.dataset)
+        check_call(source, cfg.dataset_args, f"dataset_args of {cfg.dataset}")
+        for name, tcfg in cfg.tasks.items():
+            task_cls = get_task(name)
+            check_call(task_cls, tcfg.args, f"tasks.{name}.args")
+            bad = [v for v in tcfg.variants or () if v not in task_cls.variants]
+            if bad:
+                raise ConfigError(f"tasks.{name}.variants: {bad} not in {task_cls.variants}")
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    if not cfg.tasks:
+        raise ConfigError("tasks is empty: name at least one task")
+    if cfg.shard_size < 1:
+        raise ConfigError("shard_size must be at least 1")
+
+
+def face_check():
+    from facellm.fr import FaceAnalyzer
+
+    analyzer = FaceAnalyzer()
+    return lambda image: None if analyzer.detect(image) else "no face detected"
+
+
+def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
+    source = get_dataset(cfg.dataset)(**cfg.dataset_args)
+    tasks = {}
+    for name, tcfg in cfg.tasks.items():
+        args = dict(tcfg.args)
+        if name == "verification" and "threshold" not in args:
+            scored = [(p.fr_score, p.same) for p in source.pairs("train") if p.fr_score is not None]
+            if scored:
+                scores, same = zip(*scored)
+                args["threshold"] = decision_threshold(scores, same, cfg.decision_fmr)
+        tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
+    fingerprint = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)),
+                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
+    return build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
+                         image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
+                         overwrite=overwrite)
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = []
+    for split, info in report["splits"].items():
+        rows = ", ".join(f"{t} {n}" for t, n in sorted(info["rows"].items())) or "no rows"
+        skipped = info["skipped"]["counts"]
+        skip = "; skipped " + ", ".join(f"{n} ({r})" for r, n in skipped.items()) if skipped else ""
+        resumed = f"; resumed {info['resumed_shards']} shards" if info["resumed_shards"] else ""
+        lines.append(f"{split}: {rows}{skip}{resumed}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facellm data build", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--overwrite", action="store_true", help="discard an earlier build in output_dir")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        cfg = load_config(BuildConfig, args.config, overrides)
+        validate(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok")
+        return 0
+    report = build(cfg, overwrite=args.overwrite)
+    print(summary(report))
+    print(f"dataset written to {cfg.output_dir}/dataset (report: {cfg.output_dir}/build_report.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
