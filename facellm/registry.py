@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from facellm.data import sources
-from facellm.tasks import AgeTask, AttributeTask, ExpressionTask, VerificationTask
+from facellm.tasks import AgeTask, AttributeTask, CaptionTask, ExpressionTask, VerificationTask
 
 V = TypeVar("V")
 
@@ -31,6 +31,7 @@ TASKS: dict[str, type] = {
     "expression": ExpressionTask,
     "verification": VerificationTask,
     "age": AgeTask,
+    "caption": CaptionTask,
 }
 
 

@@ -241,10 +241,11 @@ def _finalize(out: Path, work: Path, splits: tuple[str, ...]) -> None:
     for split in splits:
         files = sorted(str(p) for p in (work / split).glob("*.parquet"))
         parts[split] = (Dataset.from_parquet(files, features=features()) if files
-                        else Dataset.from_list([], features=features()))
+                        else Dataset.from_dict({k: [] for k in features()}, features=features()))
     tmp = out / "dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict(parts).save_to_disk(str(tmp))
+    # an empty split must still get one shard, or load_from_disk fails on it
+    DatasetDict(parts).save_to_disk(str(tmp), num_shards={k: 1 for k, d in parts.items() if len(d) == 0})
     shutil.rmtree(out / "dataset", ignore_errors=True)
     os.replace(tmp, out / "dataset")
     shutil.rmtree(work)

@@ -149,8 +149,10 @@ class VerificationTask:
         return {"label": same, "prediction": verdict, "correct": verdict is not None and (verdict == "Match") == same}
 
 
-_VERDICT = re.compile(r"match\s+verdict\s*:\s*(non[- ]?match|match|uncertain)", re.IGNORECASE)
-_SECTION = re.compile(r"^(similarities|differences|overall reasoning)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+# tolerant of markdown emphasis ("**Match Verdict:** Match"), which chat models often add
+_VERDICT = re.compile(r"match\s+verdict[\s*_]*:[\s*_]*(non[- ]?match|match|uncertain)", re.IGNORECASE)
+_SECTION = re.compile(r"^[\s*_-]*(similarities|differences|overall reasoning)[\s*_]*:[\s*_]*(.*)$",
+                      re.IGNORECASE | re.MULTILINE)
 
 
 def parse_verification(text: str) -> dict[str, Any]:

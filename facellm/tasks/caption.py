@@ -1,0 +1,85 @@
+"""Captioning: the pre-training task of the offline default's base model (not a face task).
+
+The base learns to see SynthFace faces by describing them: attributes, identity traits and the
+visible expression cues, but never the expression's name or a verdict, so the instruction
+formats of the face tasks are what the LoRA fine-tune teaches (and what "before fine-tuning"
+is measured without). Glossary rows are text-only and teach the answer words themselves
+(expression names, yes/no, Match/Non-Match and the section names), as a real base LLM knows
+them from pre-training; without them those tokens keep random embeddings and output rows.
+
+    single: "Describe this face." -> "A face with a round face shape, light skin tone and brown hair.
+             It has bangs and a beard. It wears eyeglasses. The mouth corners turn up ..."
+    pair:   "Describe the two faces." -> "First face: ... Second face: ..."
+    glossary: "Which words name the basic facial expressions?" -> "neutral, happy, sad, ..."
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from facellm.attributes import BINARY_ATTRIBUTES
+from facellm.schema import EXPRESSIONS, FacePair, FaceRecord, Sample
+from facellm.tasks.base import Conversation
+from facellm.tasks.expression import CUES
+
+SINGLE_PROMPTS = ("Describe this face.", "Write a caption for this face image.")
+PAIR_PROMPTS = ("Describe the two faces.", "Write a caption for each of the two face images.")
+GLOSSARY = (
+    ("Which words name the basic facial expressions?", ", ".join(EXPRESSIONS) + "."),
+    ("How do you answer a question that asks for yes or no?", "Yes or No."),
+    ("What verdicts can a face comparison have?", "Match or Non-Match."),
+    ("Which sections does a face comparison report have?",
+     "Match Verdict, Similarities, Differences and Overall Reasoning."),
+    ("What does an FR score measure?", "An FR score is the similarity of two faces from a face recognition model."),
+    ("Name the parts of an expression answer.", "Expression and Reason."),
+) + tuple((f"What does the word {e} describe?", f"The word {e} names a facial expression.") for e in EXPRESSIONS)
+
+
+def caption(record: FaceRecord) -> str:
+    traits = record.meta.get("traits", {})
+    head = ", ".join(f"{v} {k}" for k, v in sorted(traits.items()))
+    present = [BINARY_ATTRIBUTES[k].noun for k, v in record.attributes.items()
+               if v is True and k in BINARY_ATTRIBUTES and k != "smiling"]
+    parts = [f"A face with {head}." if head else "A face."]
+    if present:
+        parts.append("It has " + ", ".join(present) + ".")
+    if record.expression in CUES:
+        cue = CUES[record.expression]
+        parts.append(cue[0].upper() + cue[1:] + ".")
+    return " ".join(parts)
+
+
+class CaptionTask:
+    name = "caption"
+    variants = ("single", "pair", "glossary")
+
+    def __init__(self, glossary_rate: float = 0.2):
+        self.glossary_rate = glossary_rate
+
+    def applies_to(self, sample: Sample) -> bool:
+        return isinstance(sample, (FaceRecord, FacePair))
+
+    def conversations(self, sample: Sample, rng: random.Random,
+                      variants: tuple[str, ...] | None = None) -> list[Conversation]:
+        variants = variants or self.variants
+        out = []
+        if isinstance(sample, FacePair):
+            if "pair" in variants:
+                text = f"First face: {caption(sample.first)}\nSecond face: {caption(sample.second)}"
+                out.append(Conversation(sample.id, self.name, "pair", rng.choice(PAIR_PROMPTS), text,
+                                        [sample.first.image, sample.second.image], {}))
+            return out
+        if "single" in variants:
+            out.append(Conversation(sample.id, self.name, "single", rng.choice(SINGLE_PROMPTS), caption(sample),
+                                    [sample.image], {}))
+        if "glossary" in variants and rng.random() < self.glossary_rate:
+            question, answer = rng.choice(GLOSSARY)
+            out.append(Conversation(sample.id, self.name, "glossary", question, answer, [], {}))
+        return out
+
+    def parse(self, response: str, conversation: Conversation) -> str:
+        return response.strip()
+
+    def score(self, parsed: str, conversation: Conversation) -> dict[str, Any]:
+        return {"correct": parsed == conversation.target.strip()}
