@@ -84,7 +84,7 @@ def summary(report: dict[str, Any]) -> str:
     lines = []
     for split, info in report["splits"].items():
         rows = ", ".join(f"{t} {n}" for t, n in sorted(info["rows"].items())) or "no rows"
-        skipped = info["skipped"]["counts"]
+        skipped = info["skipped"]
         skip = "; skipped " + ", ".join(f"{n} ({r})" for r, n in skipped.items()) if skipped else ""
         resumed = f"; resumed {info['resumed_shards']} shards" if info["resumed_shards"] else ""
         lines.append(f"{split}: {rows}{skip}{resumed}")

@@ -18,13 +18,13 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
 
+from facellm.data.errors import SkipLog
 from facellm.schema import SPLITS, Sample, to_json
 from facellm.tasks.base import Conversation, Task, sample_rng
 
@@ -64,28 +64,6 @@ def row_conversation(row: dict[str, Any]) -> Conversation:
     return Conversation(sample_id, row["task"], row["variant"], prompt, target, list(row["images"]), gt["extras"])
 
 
-@dataclass
-class SkipLog:
-    """Samples left out of a build, counted by reason; `examples` keeps a few sample ids per reason."""
-
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, reason: str, sample_id: str) -> None:
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 5:
-            self.examples[reason].append(sample_id)
-
-    def merge(self, other: dict[str, Any]) -> None:
-        for reason, n in other["counts"].items():
-            self.counts[reason] += n
-            self.examples.setdefault(reason, []).extend(other["examples"].get(reason, [])[:5])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "examples": self.examples}
-
-
 class _BadImage(Exception):
     pass
 
@@ -114,8 +92,7 @@ class ImageEncoder:
             try:
                 pil = load_image(image)
             except ImageError as e:
-                # the reason is the error's kind, never the path: paths can carry a person's name
-                raise _BadImage(f"unreadable image: {getattr(e, 'kind', type(e).__name__)}") from e
+                raise _BadImage(e.reason) from e  # the reason never holds the path (names in paths)
             data = Path(image).read_bytes()
         else:
             pil = image.convert("RGB")
@@ -209,17 +186,19 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
         bar.update(len(chunk))
         if path.exists():  # done by an earlier, interrupted run
             resumed += 1
-            skipped.merge(json.loads(path.with_suffix(".json").read_text())["skipped"])
+            for reason, n in json.loads(path.with_suffix(".json").read_text())["skipped"].items():
+                skipped.add(reason, n)
             continue
         rows, shard_skips = [], SkipLog()
         for sample in chunk:
             try:
                 rows += _rows_for(sample, tasks, seed, encode)
             except _BadImage as e:
-                shard_skips.add(str(e), sample.id)
+                shard_skips.add(str(e))
         encode.clear()
         _write_shard(rows, shard_skips, path)
-        skipped.merge(shard_skips.as_dict())
+        for reason, n in shard_skips.counts.items():
+            skipped.add(reason, n)
     bar.close()
     return {"shards": len(list(folder.glob("*.parquet"))), "resumed_shards": resumed,
             "rows": _count_rows(folder, rows_per_task), "skipped": skipped.as_dict()}

@@ -54,7 +54,7 @@ def celeba_records(root: str | os.PathLike[str], split: Split | None = None,
     Raises DatasetFormatError now for a missing folder or file, later for a malformed line.
     """
     check_split(split)
-    root = dataset_root(root, "CelebA", [ATTR_FILE, PARTITION_FILE, IMAGE_DIR], LAYOUT)
+    root = dataset_root(root, "CelebA", [ATTR_FILE, PARTITION_FILE, IMAGE_DIR + "/"], LAYOUT)
     return _records(root, split)
 
 
@@ -89,8 +89,8 @@ def _records(root: Path, split: Split | None) -> Iterator[FaceRecord]:
                          image=image_path(root / IMAGE_DIR, name, attr_file, line),
                          identity=identities.get(name), attributes=attributes)
     if rows != count:
-        raise DatasetFormatError(attr_file, f"line 1 says {count} images but the file lists "
-                                 f"{rows}; correct line 1 if the file was cut down on purpose", 1)
+        raise DatasetFormatError(attr_file, f"the image count is {count} but the file has {rows} "
+                                 f"image rows; correct the count if the file was cut on purpose", 1)
 
 
 def _header(path: Path, lines: Iterator[tuple[int, str]]) -> tuple[int, list[str]]:

@@ -47,9 +47,16 @@ def _both(clause: str) -> str:
     return f"Both faces {_PLURAL.get(verb, verb)} {rest}"
 
 
+HAIR_KEYS = frozenset(f"{c}_hair" for c in ("black", "blond", "brown", "gray", "red"))
+
+
 def describe_pair(first: dict[str, Any], second: dict[str, Any], traits_first: dict[str, str],
                   traits_second: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
-    """Similarity and difference sentences from ground truth, and the names of differing identity cues."""
+    """Similarity and difference sentences from ground truth, and the names of differing identity cues.
+
+    Categorical attributes (`hair_color`, `age_group`) are stated once ("The first face has blond
+    hair, while the second face has gray hair.") instead of through their one-hot binary keys.
+    """
     same, diff, identity_diffs = [], [], []
     for name in sorted(set(traits_first) & set(traits_second)):
         a, b = traits_first[name], traits_second[name]
@@ -58,9 +65,26 @@ def describe_pair(first: dict[str, Any], second: dict[str, Any], traits_first: d
         else:
             diff.append(f"The {name} differs: {a} in the first face, {b} in the second.")
             identity_diffs.append(name)
+    covered: set[str] = set()
+    hair_a, hair_b = first.get("hair_color"), second.get("hair_color")
+    if isinstance(hair_a, str) and isinstance(hair_b, str):
+        covered |= HAIR_KEYS
+        if hair_a == hair_b:
+            same.append(f"Both faces have {hair_a} hair.")
+        else:
+            diff.append(f"The first face has {hair_a} hair, while the second face has {hair_b} hair.")
+            identity_diffs.append("hair colour")
+    age_a, age_b = first.get("age_group"), second.get("age_group")
+    if isinstance(age_a, str) and isinstance(age_b, str):
+        covered.add("young")
+        if age_a == age_b:
+            same.append(f"Both faces have the same age group ({age_a}).")
+        else:
+            diff.append(f"The age group differs: {age_a} in the first face, {age_b} in the second.")
+            identity_diffs.append("age group")
     for key, attr in BINARY_ATTRIBUTES.items():
         a, b = first.get(key), second.get(key)
-        if not (isinstance(a, bool) and isinstance(b, bool)):
+        if key in covered or not (isinstance(a, bool) and isinstance(b, bool)):
             continue
         if a and b:
             same.append(_both(attr.has) + ".")
