@@ -1,0 +1,217 @@
+"""Run a model over instruction-dataset rows and turn its answers into per-sample records
+and metrics: task metrics, likelihood-ratio metrics for verification explanations, and
+faithfulness of the attribute claims in those explanations.
+
+Per-sample record (one JSONL line of the report):
+    {"id": "synthface/test/pair-3#verification#score", "system": "lora", "split": "test",
+     "task": "verification", "variant": "score", "reference": "Match Verdict: Match ...",
+     "response": "Match Verdict: Match ...", "parsed": "Match", "label": true, "correct": true,
+     "fr_score": 0.81, "llr_verdict": 2.1, "llr_answer": 3.4, "llr_explanation": 1.3,
+     "claims": {"supported": 4, "hallucinated": 0, "unverifiable": 0}}
+
+Model-likelihood LLRs (log10), from the model's own probabilities for its own answer. With E the
+explanation the model wrote (everything after its verdict line), M = "Match Verdict: Match" and
+N = "Match Verdict: Non-Match":
+    llr_verdict     = log10 P(M | images, prompt) - log10 P(N | images, prompt)
+    llr_answer      = log10 P(M, E | images, prompt) - log10 P(N, E | images, prompt)
+                    = log10 P(M | images, prompt, E) - log10 P(N | images, prompt, E)   (Bayes)
+    llr_explanation = llr_answer - llr_verdict = log10 P(E | M, ...) / P(E | N, ...)
+The first is the verdict's posterior log-odds; the last is how much more likely the
+explanation text is under a Match verdict than under a Non-Match one: the evidence the
+explanation itself carries. All three are scores until calibrated on the calibration split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from facellm import metrics as M
+from facellm.data.build import row_conversation
+from facellm.inference.base import Backend, ChatRequest, ScoreRequest
+from facellm.registry import get_task
+from facellm.schema import EXPRESSIONS
+from facellm.tasks.verification import parse_verification
+
+MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
+LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
+
+
+def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def generate(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | None, max_tokens: int,
+             batch_size: int = 64, desc: str = "generate") -> list[str]:
+    """Greedy answers to the user turn of each row."""
+    out: list[str] = []
+    with tqdm(total=len(rows), desc=desc, unit="row") as bar:
+        for batch in _batches(rows, batch_size):
+            requests = [ChatRequest(list(r["images"]), r["messages"][0]["content"][-1]["text"],
+                                    max_tokens=max_tokens, adapter=adapter) for r in batch]
+            out += [resp.text for resp in backend.chat(requests)]
+            bar.update(len(batch))
+    return out
+
+
+def score_row(row: dict[str, Any], response: str) -> dict[str, Any]:
+    """Parse and score one response with the row's task; never raises on odd responses."""
+    conv = row_conversation(row)
+    task = get_task(row["task"])()
+    parsed = task.parse(response, conv)
+    scored = task.score(parsed, conv)
+    record = {"id": row["id"], "task": row["task"], "variant": row["variant"], "reference": conv.target,
+              "response": response, "correct": bool(scored["correct"]), "label": scored.get("label"),
+              "prediction": scored.get("prediction")}
+    if row["task"] == "attributes":
+        record["per_attribute"] = scored.get("per_attribute") or {conv.extras["attribute"]: scored["correct"]}
+    if row["task"] == "age":
+        record["abs_error"] = scored["abs_error"]
+    if row["task"] == "verification":
+        record.update(fr_score=conv.extras.get("fr_score"), explanation=parsed["explanation"],
+                      claims=_claims(parsed["explanation"], conv.extras))
+    return record
+
+
+def _claims(explanation: str, extras: dict[str, Any]) -> dict[str, int]:
+    check = M.score_claims(M.parse_claims(explanation, faces=2), extras["truth_first"], extras["truth_second"])
+    return {"supported": len(check.supported), "hallucinated": len(check.hallucinated),
+            "unverifiable": len(check.unverifiable)}
+
+
+def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
+                   adapter: str | None, batch_size: int = 64) -> None:
+    """Add llr_verdict / llr_answer / llr_explanation (log10) to verification records, in place."""
+    todo = [(row, rec) for row, rec in zip(rows, records) if rec["task"] == "verification"]
+    for batch in tqdm(_batches(todo, batch_size), desc="likelihood", unit="batch"):
+        requests = []
+        for row, rec in batch:
+            images, prompt = list(row["images"]), row["messages"][0]["content"][-1]["text"]
+            explanation = "\n" + rec["explanation"] if rec["explanation"] else ""
+            requests += [ScoreRequest(images, prompt, MATCH, adapter, include_end=False),
+                         ScoreRequest(images, prompt, NON_MATCH, adapter, include_end=False),
+                         ScoreRequest(images, prompt, MATCH + explanation, adapter),
+                         ScoreRequest(images, prompt, NON_MATCH + explanation, adapter)]
+        sums = [math.fsum(lp) for lp in backend.continuation_logprobs(requests)]
+        for k, (_, rec) in enumerate(batch):
+            m, n, mf, nf = sums[4 * k:4 * k + 4]
+            rec["llr_verdict"] = (m - n) / math.log(10)
+            rec["llr_answer"] = (mf - nf) / math.log(10)
+            rec["llr_explanation"] = rec["llr_answer"] - rec["llr_verdict"]
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def task_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy-type metrics per task (and per verification prompt variant)."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    out: dict[str, Any] = {}
+    if rs := by_task.get("expression"):
+        labels, preds = [r["label"] for r in rs], [r["prediction"] for r in rs]
+        out["expression"] = {"n": len(rs), "accuracy": M.accuracy(labels, preds), "war": M.war(labels, preds),
+                             "uar": M.uar(labels, preds, EXPRESSIONS),
+                             "macro_f1": M.macro_f1(labels, preds, EXPRESSIONS),
+                             "parse_rate": M.parse_rate(preds),
+                             "confusion": M.confusion_matrix(labels, preds, EXPRESSIONS).tolist()}
+    if rs := by_task.get("attributes"):
+        hits: dict[str, list[bool]] = defaultdict(list)
+        for r in rs:
+            for key, ok in r["per_attribute"].items():
+                hits[key].append(bool(ok))
+        per = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
+        out["attributes"] = {"n": len(rs), "mean_accuracy": M.mean_accuracy(per), "per_attribute": per,
+                             "exact_match": float(np.mean([r["correct"] for r in rs]))}
+    if rs := by_task.get("age"):
+        out["age"] = {"n": len(rs), "mae": M.mae([r["label"] for r in rs], [r["prediction"] for r in rs]),
+                      "parse_rate": M.parse_rate([r["prediction"] for r in rs])}
+    for variant, rs in _by_variant(by_task.get("verification", [])).items():
+        out[f"verification/{variant}"] = _verification_metrics(rs)
+    return out
+
+
+def _by_variant(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[r["variant"]].append(r)
+    return dict(groups)
+
+
+def _verification_metrics(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    labels = np.array([r["label"] for r in rs], dtype=int)
+    out: dict[str, Any] = {"n": len(rs), "accuracy": float(np.mean([r["correct"] for r in rs])),
+                           "parse_rate": M.parse_rate([r["prediction"] for r in rs])}
+    if "llr_answer" in rs[0] and len(set(labels)) == 2:
+        scores = np.array([r["llr_answer"] for r in rs])
+        out.update(auc=M.roc_auc(labels, scores), eer=M.eer(labels, scores),
+                   tmr_at_fmr_1e2=M.tmr_at_fmr(labels, scores, 1e-2), tmr_at_fmr_1e3=M.tmr_at_fmr(labels, scores, 1e-3))
+    out["faithfulness"] = faithfulness(rs)
+    return out
+
+
+def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Pooled claim rates over explanations (hallucinated / verifiable claims, ...)."""
+    totals = {k: sum(r["claims"][k] for r in rs) for k in ("supported", "hallucinated", "unverifiable")}
+    verifiable = totals["supported"] + totals["hallucinated"]
+    return {"hallucinated_claim_rate": totals["hallucinated"] / verifiable if verifiable else float("nan"),
+            "supported_claim_rate": totals["supported"] / verifiable if verifiable else float("nan"),
+            "claims_per_explanation": sum(totals.values()) / len(rs) if rs else float("nan"),
+            "explanations_with_hallucination": float(np.mean([r["claims"]["hallucinated"] > 0 for r in rs]))}
+
+
+# ---------------------------------------------------------------- LR systems
+
+
+def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_labels: np.ndarray,
+              raw_is_llr: bool) -> dict[str, Any]:
+    """Cllr family and discrimination of one LR system; calibrators fitted on the calibration split."""
+    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, _finite_rank(llrs)),
+                           "eer": M.eer(labels, _finite_rank(llrs)), "cllr_min": M.cllr_min(llrs, labels)}
+    if raw_is_llr:
+        out["cllr_raw"] = M.cllr(llrs, labels)
+    for name, calibrator in (("pav", M.PavCalibrator(add_misleading=1)), ("logistic", M.LogisticCalibrator())):
+        calibrated = calibrator.fit(_finite(cal_llrs), cal_labels).transform(_finite(llrs))
+        out[f"cllr_{name}"] = M.cllr(calibrated, labels)
+        out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
+        out.setdefault("_calibrated", {})[name] = calibrated
+    return out
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Clip to a huge finite range: a model can be certain enough to give +-inf log-odds."""
+    return np.clip(np.nan_to_num(np.asarray(x, float), nan=0.0), -300, 300)
+
+
+def _finite_rank(x: np.ndarray) -> np.ndarray:
+    return _finite(x)
+
+
+def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],
+               embedding_lr: Callable[[], Any] | None) -> dict[str, dict[str, Any]]:
+    """Every LR system on one (system, variant)'s verification records: model likelihood
+    (verdict / answer / explanation), embedding LR (Sony et al.), and the FR score."""
+    labels = np.array([r["label"] for r in test], dtype=int)
+    cal_labels = np.array([r["label"] for r in cal], dtype=int)
+    if len(set(labels)) < 2 or len(set(cal_labels)) < 2:
+        return {}
+    out = {}
+    for kind in LLR_KINDS:
+        if kind in test[0]:
+            out[kind.removeprefix("llr_")] = lr_report(np.array([r[kind] for r in test]), labels,
+                                                       np.array([r[kind] for r in cal]), cal_labels, raw_is_llr=True)
+    if embedding_lr is not None:
+        model = embedding_lr().fit([r["explanation"] or "-" for r in cal], cal_labels)
+        out["embedding"] = lr_report(model.transform([r["explanation"] or "-" for r in test]), labels,
+                                     model.transform([r["explanation"] or "-" for r in cal]), cal_labels,
+                                     raw_is_llr=True)
+    if all(r["fr_score"] is not None for r in (*test, *cal)):
+        out["fr_score"] = lr_report(np.array([r["fr_score"] for r in test]), labels,
+                                    np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False)
+    return out

@@ -1,0 +1,72 @@
+"""Metrics as pure functions of per-sample arrays, plus LR calibration, explanation LRs and
+claim faithfulness. Conventions: log10 `llrs`, labels 1 = H1 = same person (lir).
+
+- `classification`: accuracy / war, uar, macro_f1, confusion_matrix, mae, per-attribute accuracy.
+- `verification`: roc_curve, det_curve, roc_auc, eer, tmr_at_fmr on comparison scores.
+- `lr`: cllr, cllr_min, cllr_cal, ECE and Tippett data, PAV and logistic calibrators.
+- `embedding_lr`: LLRs from explanation texts (Sony et al.: embeddings + PCA + two GMMs).
+- `faithfulness`: attribute claims in explanations, checked against ground truth.
+"""
+
+from facellm.metrics.classification import (
+    accuracy,
+    confusion_matrix,
+    macro_f1,
+    mae,
+    mean_accuracy,
+    parse_rate,
+    per_attribute_accuracy,
+    per_class_recall,
+    uar,
+    war,
+)
+from facellm.metrics.embedding_lr import EmbeddingLR, SentenceEmbedder
+from facellm.metrics.faithfulness import (
+    Claim,
+    ClaimCheck,
+    claims_per_explanation,
+    hallucinated_claim_rate,
+    hallucinating_explanation_rate,
+    parse_claims,
+    score_claims,
+    supported_claim_rate,
+    unverifiable_claim_rate,
+)
+from facellm.metrics.lr import (
+    EceCurve,
+    LogisticCalibrator,
+    PavCalibrator,
+    TippettData,
+    cllr,
+    cllr_cal,
+    cllr_min,
+    ece,
+    ece_curve,
+    ln_to_log10,
+    log10_to_ln,
+    pav_llrs,
+    tippett_data,
+)
+from facellm.metrics.verification import (
+    DetCurve,
+    EqualErrorRate,
+    OperatingPoint,
+    RocCurve,
+    det_curve,
+    eer,
+    eer_point,
+    operating_point,
+    roc_auc,
+    roc_curve,
+    tmr_at_fmr,
+)
+
+__all__ = [
+    "Claim", "ClaimCheck", "DetCurve", "EceCurve", "EmbeddingLR", "EqualErrorRate", "LogisticCalibrator",
+    "OperatingPoint", "PavCalibrator", "RocCurve", "SentenceEmbedder", "TippettData",
+    "accuracy", "claims_per_explanation", "cllr", "cllr_cal", "cllr_min", "confusion_matrix", "det_curve",
+    "ece", "ece_curve", "eer", "eer_point", "hallucinated_claim_rate", "hallucinating_explanation_rate",
+    "ln_to_log10", "log10_to_ln", "macro_f1", "mae", "mean_accuracy", "operating_point", "parse_claims",
+    "parse_rate", "pav_llrs", "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve",
+    "score_claims", "supported_claim_rate", "tippett_data", "tmr_at_fmr", "uar", "unverifiable_claim_rate", "war",
+]
