@@ -97,7 +97,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin in (list, tuple) and value is not None:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
-        return origin(value)
+        (item_t, *_) = typing.get_args(hint) or (Any,)
+        return origin(_convert(item_t, v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint in (int, float) and isinstance(value, bool) or hint in (int, float) and not isinstance(value, (int, float)):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if hint is float:

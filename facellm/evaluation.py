@@ -172,25 +172,22 @@ def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
 def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_labels: np.ndarray,
               raw_is_llr: bool) -> dict[str, Any]:
     """Cllr family and discrimination of one LR system; calibrators fitted on the calibration split."""
-    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, _finite_rank(llrs)),
-                           "eer": M.eer(labels, _finite_rank(llrs)), "cllr_min": M.cllr_min(llrs, labels)}
+    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, _finite(llrs)),
+                           "eer": M.eer(labels, _finite(llrs)), "cllr_min": M.cllr_min(llrs, labels),
+                           "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {}}
     if raw_is_llr:
         out["cllr_raw"] = M.cllr(llrs, labels)
     for name, calibrator in (("pav", M.PavCalibrator(add_misleading=1)), ("logistic", M.LogisticCalibrator())):
         calibrated = calibrator.fit(_finite(cal_llrs), cal_labels).transform(_finite(llrs))
         out[f"cllr_{name}"] = M.cllr(calibrated, labels)
         out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
-        out.setdefault("_calibrated", {})[name] = calibrated
+        out["_calibrated"][name] = calibrated
     return out
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
     """Clip to a huge finite range: a model can be certain enough to give +-inf log-odds."""
     return np.clip(np.nan_to_num(np.asarray(x, float), nan=0.0), -300, 300)
-
-
-def _finite_rank(x: np.ndarray) -> np.ndarray:
-    return _finite(x)
 
 
 def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],

@@ -11,6 +11,7 @@ processor and chat template the server must use, metrics.jsonl and loss.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,7 +81,8 @@ def validate(cfg: SFTConfig) -> None:
     for task in cfg.tasks or ():
         if task not in registry.TASKS:
             raise ConfigError(f"tasks: unknown task {task!r}; known: {', '.join(registry.TASKS)}")
-    check_call(train, {**asdict(cfg.train), **_lora_kwargs(cfg.lora)}, "train")
+    bound = functools.partial(train, None, None, None, output_dir=cfg.output_dir)  # model, processor, rows
+    check_call(bound, {**asdict(cfg.train), **_lora_kwargs(cfg.lora)}, "train")
 
 
 def _unknown_model(name: str, known: list[str]) -> str:
