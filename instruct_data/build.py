@@ -81,7 +81,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
 
 
 def summary(report: dict[str, Any]) -> str:
-    lines = []
+    lines = ["(already built with this config: nothing to do)"] if report.get("up_to_date") else []
     for split, info in report["splits"].items():
         rows = ", ".join(f"{t} {n}" for t, n in sorted(info["rows"].items())) or "no rows"
         skipped = info["skipped"]
@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.config}: ok")
         return 0
-    report = build(cfg, overwrite=args.overwrite)
+    try:
+        report = build(cfg, overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summary(report))
     print(f"dataset written to {cfg.output_dir}/dataset (report: {cfg.output_dir}/build_report.json)")
     return 0

@@ -152,8 +152,13 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
     out = Path(output_dir)
     work = out / "_shards"
     digest = hashlib.sha256(to_json(fingerprint or {}).encode()).hexdigest()[:16]
+    done = out / "build_report.json"
+    if not overwrite and (out / "dataset").exists() and done.exists():
+        report = json.loads(done.read_text())
+        if report.get("digest") == digest:
+            return {**report, "up_to_date": True}
     _prepare(out, work, digest, overwrite)
-    report: dict[str, Any] = {"fingerprint": fingerprint, "splits": {}}
+    report: dict[str, Any] = {"fingerprint": fingerprint, "digest": digest, "splits": {}}
     for split in splits:
         report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
                                                image_check, progress, split)
@@ -167,7 +172,8 @@ def _prepare(out: Path, work: Path, digest: str, overwrite: bool) -> None:
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)
     elif (out / "dataset").exists() and not work.exists():
-        raise FileExistsError(f"{out / 'dataset'} already exists; pass overwrite=True (--overwrite) to rebuild it")
+        raise FileExistsError(f"{out / 'dataset'} was built from a different config; "
+                              "pass overwrite=True (--overwrite) to rebuild it")
     if stamp.exists() and stamp.read_text() != digest:
         raise ValueError(f"{work} holds an interrupted build of a different config; "
                          "rerun with the same config to resume, or pass --overwrite to start again")

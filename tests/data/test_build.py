@@ -126,3 +126,11 @@ def test_export(tmp_path, fmt):
     if fmt == "llamafactory":
         info = json.loads((tmp_path / fmt / "dataset_info.json").read_text())
         assert info["facellm_train"]["formatting"] == "sharegpt"
+
+
+def test_rebuild_is_a_no_op_and_a_changed_config_is_refused(tmp_path):
+    first = build_dataset(make_samples, TASKS, tmp_path, fingerprint={"seed": 0}, progress=False)
+    again = build_dataset(make_samples, TASKS, tmp_path, fingerprint={"seed": 0}, progress=False)
+    assert again["up_to_date"] and again["splits"] == first["splits"]
+    with pytest.raises(FileExistsError, match="different config"):
+        build_dataset(make_samples, TASKS, tmp_path, fingerprint={"seed": 1}, progress=False)
