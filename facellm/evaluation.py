@@ -182,6 +182,8 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
         out[f"cllr_{name}"] = M.cllr(calibrated, labels)
         out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
         out["_calibrated"][name] = calibrated
+        if name == "logistic":  # kept so an app can calibrate new LLRs the same way (demo)
+            out["logistic_slope"], out["logistic_intercept"] = calibrator.coef
     return out
 
 
@@ -212,3 +214,28 @@ def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],
         out["fr_score"] = lr_report(np.array([r["fr_score"] for r in test]), labels,
                                     np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False)
     return out
+
+
+def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256) -> dict[str, float]:
+    """Greedy answers of an in-memory model (training's periodic evaluation) -> accuracy per task
+    (and per verification variant): the same prompts and scoring as a full evaluation."""
+    import torch
+
+    from facellm.inference.base import chat_prompt
+
+    tokenizer = processor.tokenizer
+    eos = model.generation_config.eos_token_id
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for row in rows:
+        images = list(row["images"])
+        text = chat_prompt(processor, len(images), row["messages"][0]["content"][-1]["text"])
+        inputs = processor(text=[text], images=images or None, add_special_tokens=False, return_tensors="pt")
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False, eos_token_id=eos,
+                                 pad_token_id=tokenizer.pad_token_id)
+        response = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        record = score_row(row, response)
+        key = f"{row['task']}/{row['variant']}" if row["task"] == "verification" else row["task"]
+        hits[key].append(record["correct"])
+    return {f"eval_acc/{k}": float(np.mean(v)) for k, v in sorted(hits.items())}
