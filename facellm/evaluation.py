@@ -171,19 +171,28 @@ def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_labels: np.ndarray,
               raw_is_llr: bool) -> dict[str, Any]:
-    """Cllr family and discrimination of one LR system; calibrators fitted on the calibration split."""
-    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, _finite(llrs)),
-                           "eer": M.eer(labels, _finite(llrs)), "cllr_min": M.cllr_min(llrs, labels),
+    """Cllr family and discrimination of one LR system; calibrators fitted on the calibration split.
+
+    The logistic calibrator sees standardised inputs (z-scores on the calibration split): its L2
+    penalty (lir's default C=1) would otherwise flatten systems whose scores span a narrow range,
+    like an FR similarity in [0.45, 0.8]. Its map is reported back in raw units
+    (`logistic_slope`, `logistic_intercept`: log10 LR = slope * x + intercept).
+    """
+    x, cal_x = _finite(llrs), _finite(cal_llrs)
+    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
+                           "cllr_min": M.cllr_min(llrs, labels),
                            "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {}}
     if raw_is_llr:
         out["cllr_raw"] = M.cllr(llrs, labels)
-    for name, calibrator in (("pav", M.PavCalibrator(add_misleading=1)), ("logistic", M.LogisticCalibrator())):
-        calibrated = calibrator.fit(_finite(cal_llrs), cal_labels).transform(_finite(llrs))
+    pav = M.PavCalibrator(add_misleading=1).fit(cal_x, cal_labels)
+    mean, std = float(np.mean(cal_x)), float(np.std(cal_x)) or 1.0
+    logistic = M.LogisticCalibrator().fit((cal_x - mean) / std, cal_labels)
+    slope, intercept = logistic.coef
+    out["logistic_slope"], out["logistic_intercept"] = slope / std, intercept - slope * mean / std
+    for name, calibrated in (("pav", pav.transform(x)), ("logistic", logistic.transform((x - mean) / std))):
         out[f"cllr_{name}"] = M.cllr(calibrated, labels)
         out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
         out["_calibrated"][name] = calibrated
-        if name == "logistic":  # kept so an app can calibrate new LLRs the same way (demo)
-            out["logistic_slope"], out["logistic_intercept"] = calibrator.coef
     return out
 
 
