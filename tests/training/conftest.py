@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,15 +6,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_rows, shared with the subprocess scripts
-from tiny_rows import TINY_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir() -> str:
-    if not Path(TINY_MODEL, "config.json").is_file():
-        pytest.skip(f"tiny dev model not found at {TINY_MODEL} (set FACELLM_TEST_MODEL)")
+def tiny_model_dir(tiny_model_dir) -> str:
+    """The session's tiny model (tests/conftest.py), also exported for the subprocess scripts."""
+    os.environ["FACELLM_TEST_MODEL"] = str(tiny_model_dir)
     torch.set_num_threads(1)
-    return TINY_MODEL
+    return str(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_rows import TINY_MODEL, rows  # noqa: E402
+from tiny_rows import rows  # noqa: E402
 
 SETTINGS = dict(batch_size=2, grad_accum=2, lr=1e-3, warmup=2, lora_dropout=0.1, save_every=2, seed=3, threads=1)
 N_ROWS = 6
@@ -73,8 +73,9 @@ def run(out: Path, steps: int, resume: bool = False, block_at: int | None = None
     from facellm.training.sft import train
 
     torch.set_num_threads(1)
-    processor = AutoProcessor.from_pretrained(TINY_MODEL)
-    model = AutoModelForImageTextToText.from_pretrained(TINY_MODEL, dtype=torch.float32)
+    model_dir = os.environ["FACELLM_TEST_MODEL"]  # set by tests/training/conftest.py
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     return train(model, processor, rows(N_ROWS), output_dir=out, steps=steps, resume=resume, eval_every=1,
                  eval_fn=eval_fn(block_at, out), eval_rows=rows(2), progress=False, **SETTINGS)
 

@@ -25,9 +25,11 @@ def test_only_assistant_text_and_end_token_are_labelled(processor, n_images):
     prompt = processor.apply_chat_template(sample["messages"][:1], tokenize=False, add_generation_prompt=True)
     assert processor.tokenizer.decode(ids[: int(positions[0])]).endswith("<|im_start|>assistant\n")
     assert prompt.endswith("<|im_start|>assistant\n")
-    # image tokens (4 per 56 px image, 9 per 84 px) and the user question are all masked
+    # every image token (one per merged 28x28 patch: grid t*h*w / 4) and the user question are masked
     image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    assert int((ids == image_token).sum()) == (4 if n_images == 1 else 4 + 9)
+    expected = int(batch["image_grid_thw"].prod(dim=1).sum()) // processor.image_processor.merge_size ** 2
+    assert batch["image_grid_thw"].shape[0] == n_images and expected >= 4 * n_images
+    assert int((ids == image_token).sum()) == expected
     assert not kept[ids == image_token].any()
     question = sample["messages"][0]["content"][-1]["text"]
     assert question in processor.tokenizer.decode(ids[~kept])

@@ -116,7 +116,7 @@ def test_refuses_to_mix_runs(processor, tiny_model_dir, tmp_path):
         quick_train(fresh(), processor, tmp_path, steps=4, resume=True, batch_size=1)
 
 
-def test_sigkilled_run_resumes_to_the_same_losses(tmp_path):
+def test_sigkilled_run_resumes_to_the_same_losses(tiny_model_dir, tmp_path):
     """A run killed with SIGKILL after its step-4 checkpoint, then resumed, logs the same
     per-step losses (LoRA dropout on, so restoring the RNG states matters) and ends with the
     same adapter as an uninterrupted run."""

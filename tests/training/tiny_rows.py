@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TINY_MODEL = os.environ.get("FACELLM_TEST_MODEL", "/tmp/devtiny/model")
 
 QUESTIONS = ("Is the person wearing glasses?", "Is the person smiling?")
 ANSWERS = ("Yes, glasses.", "No.", "Match Verdict: Match", "Match Verdict: Non-Match")
