@@ -59,7 +59,9 @@ def test_greedy_text_and_first_token_top_logprobs_agree(faces, hf_backend, local
     request = ChatRequest(faces[:2], "Do these two faces show the same person?", max_tokens=8,
                           adapter=adapter, top_logprobs=5)
     [hf], [local], [served] = (b.chat([request]) for b in (hf_backend, local_backend, server_backend))
-    assert hf.text == local.text == served.text
+    # an answer cut inside a multi-byte character: transformers decodes the partial bytes as U+FFFD,
+    # vLLM holds them back; the token ids below are the exact comparison
+    assert hf.text.rstrip("\ufffd") == local.text.rstrip("\ufffd") == served.text.rstrip("\ufffd")
     assert [t.token_id for t in hf.token_logprobs] == [t.token_id for t in local.token_logprobs] \
         == [t.token_id for t in served.token_logprobs]
     worst = max(abs(a.logprob - b.logprob) for other in (local, served)

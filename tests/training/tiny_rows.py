@@ -3,7 +3,6 @@ scripts these tests run in subprocesses)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np

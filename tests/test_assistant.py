@@ -1,0 +1,215 @@
+"""facellm.verbal (the verbal LR scale) and facellm.assistant (what the demo calls) on the
+tiny real model: the demo's reply, verdict and LR are the ones eval computes for that pair."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from facellm.verbal import H1, H2, NEUTRAL, format_lr, verbal_scale
+
+# ---------------------------------------------------------------- verbal scale
+
+BANDS = [  # (log10 LR, wording for H1)
+    (1e-9, "weak support"), (math.log10(2), "weak support"), (math.nextafter(1.0, 0), "weak support"),
+    (math.log10(10), "moderate support"), (math.nextafter(2.0, 0), "moderate support"),
+    (math.log10(100), "moderately strong support"), (math.nextafter(3.0, 0), "moderately strong support"),
+    (math.log10(1_000), "strong support"), (math.nextafter(4.0, 0), "strong support"),
+    (math.log10(10_000), "very strong support"), (5.0, "very strong support"),
+    (math.nextafter(6.0, 0), "very strong support"),
+    (math.log10(1_000_000), "extremely strong support"), (300.0, "extremely strong support"),
+    (math.inf, "extremely strong support"),
+]
+
+
+@pytest.mark.parametrize(("log10_lr", "words"), BANDS)
+def test_verbal_scale_bands_include_their_lower_bound(log10_lr, words):
+    assert verbal_scale(log10_lr) == f"{words} for {H1}"
+
+
+@pytest.mark.parametrize(("log10_lr", "words"), BANDS)
+def test_verbal_scale_is_symmetric(log10_lr, words):
+    assert verbal_scale(-log10_lr) == f"{words} for {H2}"
+
+
+def test_verbal_scale_lr_one_and_nan():
+    assert verbal_scale(0.0) == verbal_scale(-0.0) == NEUTRAL
+    with pytest.raises(ValueError, match="NaN"):
+        verbal_scale(math.nan)
+
+
+@pytest.mark.parametrize(("log10_lr", "text"), [
+    (0.0, "1"), (1.0, "10"), (-0.3, "0.501"), (math.log10(45.67), "45.7"), (3.0, "1,000"),
+    (math.log10(999_400), "999,400"), (-3.0, "0.001"), (6.0, "1.0 × 10^6"), (7.5, "3.2 × 10^7"),
+    (math.log10(9.96e8), "1.0 × 10^9"), (400.0, "1.0 × 10^400"), (-3.5, "3.2 × 10^-4"),
+    (math.inf, "∞"), (-math.inf, "0"),
+])
+def test_format_lr(log10_lr, text):
+    assert format_lr(log10_lr) == text
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _llr_records(rng: np.random.Generator, n: int) -> list[dict]:
+    labels = rng.integers(0, 2, n)
+    return [{"label": bool(y), "llr_answer": float(rng.normal(1.5 if y else -1.5, 1.0)), "fr_score": None}
+            for y in labels]
+
+
+def test_load_calibrations_reads_what_eval_writes(tmp_path):
+    """The coefficients in metrics.json reproduce eval's own calibrated test LLRs."""
+    from facellm.assistant import load_calibrations
+    from facellm.evaluation import lr_systems
+    from facellm.report import write_report
+
+    rng = np.random.default_rng(0)
+    test, cal = _llr_records(rng, 40), _llr_records(rng, 60)
+    systems = lr_systems(test, cal, None)
+    write_report(tmp_path, {"lora": {"tasks": {}, "lr": {"images_only": systems}}}, [], [])
+    calibrations = load_calibrations(tmp_path / "metrics.json")
+    assert set(calibrations) == {("lora", "images_only")}
+    calibration = calibrations["lora", "images_only"]
+    assert [calibration.apply(r["llr_answer"]) for r in test] == pytest.approx(
+        systems["answer"]["_calibrated"]["logistic"].tolist())
+
+
+def test_load_calibrations_maps_recorded_adapters_to_models(tmp_path):
+    from facellm.assistant import load_calibrations
+
+    answer = {"answer": {"logistic_slope": 0.5, "logistic_intercept": 0.1}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"base": {"adapter": None, "lr": {"score": answer}},
+                                "lora": {"adapter": "facellm-lora", "lr": {"images_only": answer}}}))
+    assert set(load_calibrations(path)) == {("base", "score"), ("facellm-lora", "images_only")}
+
+
+def test_load_calibrations_without_coefficients_says_what_it_expects(tmp_path):
+    from facellm.assistant import load_calibrations
+
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"base": {"tasks": {}, "lr": {"images_only": {"answer": {"cllr_min": 0.5}}}}}))
+    with pytest.raises(ValueError, match="logistic_slope"):
+        load_calibrations(path)
+
+
+# ---------------------------------------------------------------- on the tiny model
+
+
+@pytest.fixture(scope="module")
+def hf_backend(tiny_model_dir, tiny_adapters):
+    from facellm.inference.hf import HFBackend
+
+    backend = HFBackend(tiny_model_dir, tiny_adapters)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two SynthFace images of different identities (YuNet finds both drawn faces)."""
+    from facellm.synthface import iter_synthface_records
+
+    records = list(itertools.islice(iter_synthface_records("test", 500, 2, seed=0), 4))
+    return records[0], records[2]
+
+
+def _eval_record(backend, conversation, adapter, max_tokens):
+    """What `facellm eval` computes for one dataset row: generate, score_row, add_model_llrs."""
+    from facellm.data.build import conversation_row
+    from facellm.evaluation import add_model_llrs, generate, score_row
+
+    row = conversation_row(conversation, conversation.images, {})
+    [text] = generate(backend, [row], adapter, max_tokens)
+    record = score_row(row, text)
+    add_model_llrs(backend, [row], [record], adapter)
+    return record
+
+
+@pytest.mark.parametrize("adapter", [None, "lora_a"])
+def test_verify_matches_eval(hf_backend, pair, adapter):
+    from facellm.assistant import FaceAssistant
+    from facellm.schema import FacePair
+    from facellm.tasks.verification import VerificationTask
+
+    first, second = pair
+    result = FaceAssistant(hf_backend, max_tokens=48).verify(first.image, second.image, adapter=adapter)
+    assert result.verdict in (None, "Match", "Non-Match", "Uncertain")
+    assert result.llr is not None and math.isfinite(result.llr)
+    assert not result.calibrated and result.log10_lr == result.llr
+    assert result.verbal == verbal_scale(result.llr)
+    assert result.fr_score is not None and 0 <= result.fr_score <= 1
+    assert "Uncalibrated" in result.calibration_note and "uncalibrated" in result.markdown()
+
+    # the same pair as an eval dataset row with the prompt the assistant used
+    sample = FacePair("synthface/test/demo", "synthface", "test", first, second, same=False)
+    [conversation] = VerificationTask().conversations(sample, random.Random(0), ("images_only",))
+    record = _eval_record(hf_backend, dataclasses.replace(conversation, prompt=result.prompt), adapter, 48)
+    assert result.reply == record["response"]
+    assert result.verdict == record["prediction"]
+    assert result.explanation == record["explanation"]
+    assert result.llr == pytest.approx(record["llr_answer"], abs=1e-9)
+
+
+def test_verify_calibrates_and_uses_the_score_variant(hf_backend, pair):
+    from facellm.assistant import Calibration, FaceAssistant
+
+    calibration = Calibration(0.5, -0.25, "test")
+    assistant = FaceAssistant(hf_backend, {("lora_a", "score"): calibration}, max_tokens=16)
+    result = assistant.verify(pair[0].image, pair[1].image, adapter="lora_a", variant="score")
+    assert result.variant == "score"
+    assert f'[Model Scores]\n{{"FR": [{round(result.fr_score, 2)}]}}' in result.prompt
+    assert result.calibration == calibration and result.calibrated
+    assert result.log10_lr == pytest.approx(0.5 * result.llr - 0.25)
+    assert result.verbal == verbal_scale(result.log10_lr)
+    assert "(calibrated)" in result.markdown()
+    # the base model has no calibration in this table: reported raw, and the panel says why
+    base = assistant.verify(pair[0].image, pair[1].image, adapter=None, variant="score")
+    assert not base.calibrated and "none for model 'base'" in base.calibration_note
+
+
+def test_no_face_falls_back_to_images_only_and_says_so(hf_backend, pair):
+    from PIL import Image
+
+    from facellm.assistant import FaceAssistant
+
+    assistant = FaceAssistant(hf_backend, max_tokens=8)
+    blank = Image.new("RGB", (112, 112), (200, 200, 200))
+    assert assistant.face_warnings([pair[0].image, blank]) == [
+        "No face detected in image 2 of 2: the answer may not be about a face."]
+    result = assistant.verify(pair[0].image, blank, variant="score")
+    assert result.variant == "images_only" and "[Model Scores]" not in result.prompt
+    assert result.fr_score is None and result.fr_note.startswith("FR score unavailable: no face found in the second")
+    assert "FR score unavailable" in result.markdown()
+
+
+def test_ask_streams_the_greedy_reply(hf_backend, pair):
+    from facellm.assistant import FaceAssistant
+    from facellm.inference.base import ChatRequest
+
+    pieces = list(FaceAssistant(hf_backend, max_tokens=24).ask([pair[0].image], "Is the person smiling?", "lora_a"))
+    assert pieces and all(later.startswith(earlier) for earlier, later in itertools.pairwise(pieces))
+    [reply] = hf_backend.chat([ChatRequest([pair[0].image], "Is the person smiling?", 24, adapter="lora_a")])
+    assert pieces[-1] == reply.text
+
+
+def test_examples_are_detected_faces_with_task_prompts(tmp_path):
+    from facellm.assistant import synthface_examples
+    from facellm.fr import get_analyzer
+    from facellm.images import load_image
+    from facellm.tasks import verification
+
+    examples = synthface_examples(tmp_path)
+    assert [len(e.files) for e in examples] == [1, 1, 2, 2]
+    same, different = examples[2].files, examples[3].files
+    identity = lambda path: path.rsplit("_", 1)[0]  # noqa: E731  synthface_<identity>_<k>.png
+    assert identity(same[0]) == identity(same[1]) and identity(different[0]) != identity(different[1])
+    assert examples[2].question == verification.PROMPTS[0]
+    for path in {f for e in examples for f in e.files}:
+        assert get_analyzer().detect(load_image(path)), f"YuNet finds no face in the demo example {path}"
