@@ -92,7 +92,8 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
                 by_variant[r["variant"]][split].append(r)
     embed = (lambda: EmbeddingLR(reg_covar=cfg.embedding_reg_covar)) if cfg.embedding_lr else None
     lr = {v: lr_systems(g["test"], g["calibration"], embed) for v, g in sorted(by_variant.items())}
-    return {"tasks": task_metrics(records["test"]), "lr": lr}, records["test"] + records["calibration"]
+    summary = {"adapter": system.adapter, "tasks": task_metrics(records["test"]), "lr": lr}
+    return summary, records["test"] + records["calibration"]
 
 
 def run(cfg: EvalConfig) -> Path:

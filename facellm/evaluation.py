@@ -85,24 +85,50 @@ def _claims(explanation: str, extras: dict[str, Any]) -> dict[str, int]:
 
 
 def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
-                   adapter: str | None, batch_size: int = 64) -> None:
-    """Add llr_verdict / llr_answer / llr_explanation (log10) to verification records, in place."""
+                   adapter: str | None, batch_size: int = 64, progress: bool = True) -> None:
+    """Add llr_verdict / llr_answer / llr_explanation (log10) to verification records, in place.
+
+    Two scoring requests per record (verdict line + explanation under M and under N): the
+    verdict line's tokens are the first tokens of each continuation (the tokenizer splits at the
+    newline), so their log-probabilities give llr_verdict; the first record checks that against
+    scoring the verdict lines alone.
+    """
     todo = [(row, rec) for row, rec in zip(rows, records) if rec["task"] == "verification"]
-    for batch in tqdm(_batches(todo, batch_size), desc="likelihood", unit="batch"):
+    if not todo:
+        return
+    split = _verdict_token_counts(backend, todo[0][0], todo[0][1]["explanation"], adapter)
+    for batch in tqdm(_batches(todo, batch_size), desc="likelihood", unit="batch", disable=not progress):
         requests = []
         for row, rec in batch:
             images, prompt = list(row["images"]), row["messages"][0]["content"][-1]["text"]
-            explanation = "\n" + rec["explanation"] if rec["explanation"] else ""
-            requests += [ScoreRequest(images, prompt, MATCH, adapter, include_end=False),
-                         ScoreRequest(images, prompt, NON_MATCH, adapter, include_end=False),
-                         ScoreRequest(images, prompt, MATCH + explanation, adapter),
-                         ScoreRequest(images, prompt, NON_MATCH + explanation, adapter)]
-        sums = [math.fsum(lp) for lp in backend.continuation_logprobs(requests)]
+            tail = _explanation_tail(rec["explanation"])
+            requests += [ScoreRequest(images, prompt, MATCH + tail, adapter),
+                         ScoreRequest(images, prompt, NON_MATCH + tail, adapter)]
+        scored = backend.continuation_logprobs(requests)
         for k, (_, rec) in enumerate(batch):
-            m, n, mf, nf = sums[4 * k:4 * k + 4]
-            rec["llr_verdict"] = (m - n) / math.log(10)
-            rec["llr_answer"] = (mf - nf) / math.log(10)
+            m, n = scored[2 * k], scored[2 * k + 1]
+            rec["llr_verdict"] = (math.fsum(m[:split[0]]) - math.fsum(n[:split[1]])) / math.log(10)
+            rec["llr_answer"] = (math.fsum(m) - math.fsum(n)) / math.log(10)
             rec["llr_explanation"] = rec["llr_answer"] - rec["llr_verdict"]
+
+
+def _explanation_tail(explanation: str) -> str:
+    return "\n" + explanation if explanation else ""
+
+
+def _verdict_token_counts(backend: Backend, row: dict[str, Any], explanation: str, adapter: str | None
+                          ) -> tuple[int, int]:
+    images, prompt = list(row["images"]), row["messages"][0]["content"][-1]["text"]
+    tail = _explanation_tail(explanation)
+    alone_m, alone_n, full_m, full_n = backend.continuation_logprobs([
+        ScoreRequest(images, prompt, MATCH, adapter, include_end=False),
+        ScoreRequest(images, prompt, NON_MATCH, adapter, include_end=False),
+        ScoreRequest(images, prompt, MATCH + tail, adapter), ScoreRequest(images, prompt, NON_MATCH + tail, adapter)])
+    for alone, full in ((alone_m, full_m), (alone_n, full_n)):
+        if abs(math.fsum(alone) - math.fsum(full[:len(alone)])) > 1e-3:
+            raise RuntimeError("the verdict line does not tokenize as a prefix of the answer; "
+                               "model-likelihood LLRs need a tokenizer that splits at newlines")
+    return len(alone_m), len(alone_n)
 
 
 # ---------------------------------------------------------------- aggregation

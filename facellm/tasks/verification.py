@@ -124,14 +124,14 @@ class VerificationTask:
                 raise ValueError(f"verification task has no variant {variant!r}; choose from {self.variants}")
             if variant != "images_only" and sample.fr_score is None:
                 continue
-            prompt = rng.choice(PROMPTS) + self._score_block(sample.fr_score, variant)
+            prompt = rng.choice(PROMPTS) + self.score_block(sample.fr_score, variant)
             extras = {"same": sample.same, "fr_score": sample.fr_score, "threshold": self.threshold,
                       "truth_first": sample.first.attributes, "truth_second": sample.second.attributes}
             out.append(Conversation(sample.id, self.name, variant, prompt, self.target(sample, variant),
                                     [sample.first.image, sample.second.image], extras))
         return out
 
-    def _score_block(self, score: float | None, variant: str) -> str:
+    def score_block(self, score: float | None, variant: str) -> str:
         if variant == "images_only":
             return ""
         entry = [round(score, 2)] if variant == "score" else [round(score, 2), self._decision(score)]

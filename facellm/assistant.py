@@ -1,0 +1,278 @@
+"""Questions about one face and verification of two, with the prompts, parsers and likelihood
+ratio that training and eval use: what the demo app calls, and any other front end can.
+
+    with open_backend("hf", "facellm_tiny", {"lora": "runs/lora/facellm_tiny"}) as backend:
+        assistant = FaceAssistant(backend, load_calibrations("runs/eval/synthface_tiny/metrics.json"))
+        for text in assistant.ask([face], "Is the person smiling? Answer yes or no.", adapter="lora"):
+            print(text)                                   # the reply so far, as it streams
+        result = assistant.verify(face_a, face_b, adapter="lora")
+        result.verdict, result.log10_lr, result.verbal    # "Match", 1.7, "moderate support for the same person"
+
+The LR is the model-likelihood LLR `llr_answer` of `facellm.evaluation.add_model_llrs` (the
+model's probability of its own explanation after "Match Verdict: Match" versus after
+"Match Verdict: Non-Match"), computed by that function, then mapped to a calibrated log10 LR
+by the logistic calibration the eval report fitted for the same system and prompt variant.
+A model choice ("base" or an adapter's name) finds its calibration under the eval system that
+ran it: the system whose recorded `adapter` it is, else the system of the same name, so serve
+an adapter under its system's name (`--adapter lora=...` for system "lora") when the report
+records no adapters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from facellm.evaluation import add_model_llrs
+from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
+from facellm.inference.base import Backend, ChatRequest, build_messages
+from facellm.tasks import attributes, caption, expression, verification
+from facellm.verbal import format_lr, verbal_scale
+
+Variant = Literal["images_only", "score"]
+VARIANTS: tuple[str, ...] = ("images_only", "score")
+BASE = "base"  # eval's system name for the base model (adapter None)
+DEFAULT_QUESTION = caption.SINGLE_PROMPTS[0]
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """log10 LR = slope * llr + intercept: the logistic calibrator an eval report fitted
+    (`LogisticCalibrator.coef`). source: where it came from, in words."""
+
+    slope: float
+    intercept: float
+    source: str
+
+    def apply(self, llr: float) -> float:
+        # clipped to +-300 first, as eval clips the LLRs it calibrates (+-inf stays finite)
+        return self.slope * min(max(llr, -300.0), 300.0) + self.intercept
+
+
+def load_calibrations(path: str | Path) -> dict[tuple[str, str], Calibration]:
+    """(model, variant) -> Calibration of the `answer` LLR, from an eval report's metrics.json
+    (`metrics[system]["lr"][variant]["answer"]["logistic_slope" | "logistic_intercept"]`).
+    model: the system's `adapter` where the report records one ("base" for None), else the
+    system's name. Raises ValueError when the file holds no such coefficients at all."""
+    path = Path(path)
+    metrics = json.loads(path.read_text())
+    out = {}
+    for system, report in metrics.items():
+        model = (report["adapter"] or BASE) if "adapter" in report else system
+        for variant, kinds in (report.get("lr") or {}).items():
+            answer = kinds.get("answer") or {}
+            if "logistic_slope" in answer and "logistic_intercept" in answer:
+                out[model, variant] = Calibration(float(answer["logistic_slope"]), float(answer["logistic_intercept"]),
+                                                  f"{path} (system {system}, variant {variant})")
+    if not out:
+        raise ValueError(f"{path}: no logistic calibration of the answer LLR; expected "
+                         'metrics[system]["lr"][variant]["answer"]["logistic_slope"/"logistic_intercept"] '
+                         "(run `facellm eval` with likelihood: true)")
+    return out
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class VerificationQuery:
+    """What the model is asked about a pair. fr_score: SFace similarity in [0, 1], None with
+    fr_note saying why. variant: the prompt variant used ("score" falls back to "images_only"
+    when there is no FR score)."""
+
+    images: tuple[Image.Image, Image.Image]
+    prompt: str
+    variant: str
+    fr_score: float | None
+    fr_note: str
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """verdict: "Match" | "Non-Match" | "Uncertain" | None (the reply states none).
+    explanation: the reply after its verdict line (the whole reply when there is none).
+    llr: the model's raw llr_answer (log10); None with lr_note saying why it is missing.
+    log10_lr: what is reported: calibrated when `calibration` is set, else the raw llr.
+    verbal: log10_lr on the verbal scale (facellm.verbal).
+    calibration_note: which calibration was applied, or why none was."""
+
+    verdict: str | None
+    explanation: str
+    reply: str
+    prompt: str
+    variant: str
+    llr: float | None
+    log10_lr: float | None
+    verbal: str | None
+    fr_score: float | None
+    fr_note: str
+    calibration: Calibration | None
+    calibration_note: str
+    lr_note: str = ""
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def lr(self) -> float | None:
+        """10 ** log10_lr (inf where that overflows)."""
+        if self.log10_lr is None:
+            return None
+        return math.inf if self.log10_lr > 308 else 10.0 ** self.log10_lr
+
+    def markdown(self) -> str:
+        """The result panel: verdict, explanation, LR with its verbal equivalent, FR score."""
+        verdict = self.verdict or "not stated: the reply has no parseable \"Match Verdict:\" line"
+        label = "calibrated" if self.calibrated else "uncalibrated"
+        if self.log10_lr is None:
+            lr_line = f"**Likelihood ratio ({label}):** unavailable: {self.lr_note}"
+        else:
+            lr_line = (f"**Likelihood ratio ({label}):** LR = {format_lr(self.log10_lr)} "
+                       f"(log10 LR = {self.log10_lr:+.2f}), {self.verbal}")
+        fr_line = (f"**FR score (SFace similarity):** {self.fr_score:.3f}" if self.fr_score is not None
+                   else f"**FR score:** {self.fr_note}")
+        return "\n\n".join([
+            "### Verification", f"**Verdict:** {verdict}",
+            f"**Explanation:** {self.explanation or '(none)'}", lr_line, fr_line,
+            f"_LR: the model's likelihood of its own answer after a Match versus a Non-Match "
+            f"verdict (llr_answer, prompt variant {self.variant}). {self.calibration_note}_",
+        ])
+
+
+def parse_answer(question: str, reply: str) -> str | None:
+    """What the task parser reads from a reply to one of its own prompts, in words
+    ("expression: happy"); None when the question is not a task prompt."""
+    if question in expression.PROMPTS:
+        return f"expression: {expression.parse_expression(reply) or 'not parseable'}"
+    if question in attributes.DESCRIBE_PROMPTS:
+        found = attributes.parse_attribute_lines(reply)
+        return "attributes: " + (", ".join(f"{attributes.attribute_label(k)} {'yes' if v else 'no'}"
+                                           for k, v in found.items()) or "none parseable")
+    return None
+
+
+class FaceAssistant:
+    """backend: any facellm Backend (vLLM server, vLLM in-process, transformers).
+    calibration: (model, variant) -> Calibration (see load_calibrations); None = report raw LLRs.
+    analyzer: the FR model (YuNet + SFace); default the shared one.
+    max_tokens: longest reply, in tokens (eval's default)."""
+
+    def __init__(self, backend: Backend, calibration: Mapping[tuple[str, str], Calibration] | None = None,
+                 analyzer: FaceAnalyzer | None = None, max_tokens: int = 384) -> None:
+        self.backend = backend
+        self.calibration = dict(calibration or {})
+        self.analyzer = analyzer or get_analyzer()
+        self.max_tokens = max_tokens
+
+    @property
+    def models(self) -> list[str]:
+        """The model choices: "base", then the adapters the backend serves."""
+        return [BASE, *self.backend.adapters]
+
+    def face_warnings(self, images: Sequence[Image.Image]) -> list[str]:
+        """One sentence per image in which YuNet finds no face."""
+        return [f"No face detected in image {i} of {len(images)}: the answer may not be about a face."
+                for i, image in enumerate(images, 1) if not self.analyzer.detect(image)]
+
+    def ask(self, images: Sequence[Image.Image], question: str, adapter: str | None = None) -> Iterator[str]:
+        """The reply so far, each time it grows (greedy decoding, as in eval).
+        question: empty = DEFAULT_QUESTION. adapter: None = the base model."""
+        request = ChatRequest(list(images), question or DEFAULT_QUESTION, max_tokens=self.max_tokens,
+                              adapter=adapter)
+        return itertools.accumulate(self.backend.stream_chat(request))
+
+    def verification_query(self, image_a: Image.Image, image_b: Image.Image,
+                           variant: Variant = "images_only") -> VerificationQuery:
+        """The task's first verification prompt, with the FR score block for variant "score"."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        try:
+            score, note = self.analyzer.similarity(image_a, image_b), "SFace similarity"
+        except NoFaceError as e:
+            score, note = None, f"FR score unavailable: {e}"
+        if score is None:
+            variant = "images_only"
+        # the task's own score block: the exact text training and eval put in the prompt
+        prompt = verification.PROMPTS[0] + verification.VerificationTask().score_block(score, variant)
+        return VerificationQuery((image_a, image_b), prompt, variant, score, note)
+
+    def assess(self, query: VerificationQuery, reply: str, adapter: str | None = None) -> VerificationResult:
+        """Parse a reply to `query` and score it: verdict, explanation, LR."""
+        parsed = verification.parse_verification(reply)
+        row = {"images": list(query.images), "messages": build_messages(2, query.prompt)}
+        record: dict[str, Any] = {"task": "verification", "explanation": parsed["explanation"]}
+        llr, lr_note = None, ""
+        try:
+            add_model_llrs(self.backend, [row], [record], adapter, batch_size=1, progress=False)
+            llr = record["llr_answer"]
+        except ValueError as e:  # the reply cannot be scored token by token (see base.scored_span)
+            lr_note = str(e)
+        model = BASE if adapter is None else adapter
+        calibration = self.calibration.get((model, query.variant))
+        if calibration is not None:
+            note = f"Calibrated with the logistic calibration of {calibration.source}."
+        elif self.calibration:
+            note = f"Uncalibrated: the calibration file has none for model {model!r} with variant {query.variant!r}."
+        else:
+            note = "Uncalibrated: give the demo an eval report's metrics.json with --calibration to calibrate."
+        log10_lr = None if llr is None else (calibration.apply(llr) if calibration else llr)
+        return VerificationResult(
+            verdict=parsed["verdict"], explanation=parsed["explanation"], reply=reply, prompt=query.prompt,
+            variant=query.variant, llr=llr, log10_lr=log10_lr,
+            verbal=None if log10_lr is None else verbal_scale(log10_lr), fr_score=query.fr_score,
+            fr_note=query.fr_note, calibration=calibration, calibration_note=note, lr_note=lr_note)
+
+    def verify(self, image_a: Image.Image, image_b: Image.Image, adapter: str | None = None,
+               variant: Variant = "images_only") -> VerificationResult:
+        """Ask the verification prompt, wait for the whole reply, and assess it."""
+        query = self.verification_query(image_a, image_b, variant)
+        reply = ""
+        for reply in self.ask(query.images, query.prompt, adapter):
+            pass
+        return self.assess(query, reply, adapter)
+
+
+# ---------------------------------------------------------------- examples
+
+
+@dataclass(frozen=True)
+class Example:
+    """A demo example: a label, the question, and 1-2 PNG files."""
+
+    label: str
+    question: str
+    files: tuple[str, ...]
+
+
+def synthface_examples(folder: str | Path, seed: int = 0, n_identities: int = 500, size: int = 112
+                       ) -> list[Example]:
+    """Write SynthFace faces of two test-split identities (held out from training with the
+    default data config: 500 identities, seed 0) to `folder` as PNG files, and the examples
+    that use them: one face with the expression prompt, one with the attributes prompt, a
+    same-person pair and a different-person pair."""
+    from facellm.synthface import iter_synthface_records
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = list(itertools.islice(iter_synthface_records("test", n_identities, 2, seed, size), 4))
+    paths = []
+    for record in records:  # a_0, a_1: one identity; b_0, b_1: another
+        path = folder / f"synthface_{record.identity}_{record.id.rsplit('/', 1)[1]}.png"
+        record.image.save(path)
+        paths.append(str(path))
+    a0, a1, b0, _ = paths
+    return [Example("one face: expression", expression.PROMPTS[0], (a0,)),
+            Example("one face: attributes", attributes.DESCRIBE_PROMPTS[0], (b0,)),
+            Example("pair: same person", verification.PROMPTS[0], (a0, a1)),
+            Example("pair: different persons", verification.PROMPTS[0], (a0, b0))]
