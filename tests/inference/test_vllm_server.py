@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import io
 import time
 
@@ -90,7 +91,9 @@ def test_200_concurrent_requests_with_the_async_openai_client(server, faces):
         finally:
             await client.close()
 
-    results = asyncio.run(run())
+    # a thread of its own: an earlier test's framework (Playwright's sync API) may hold this thread's loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        results = pool.submit(asyncio.run, run()).result()
     failures = [r for r in results if isinstance(r, BaseException)]
     assert failures == []
     assert len({r.choices[0].message.content for r in results}) == 1  # greedy: one answer
