@@ -47,8 +47,10 @@ def validate(cfg: BuildDefaultConfig) -> None:
         raise ConfigError("steps and batch_size must be >= 1 and lr > 0")
 
 
-def fingerprint(cfg: BuildDefaultConfig) -> str:
+def fingerprint(cfg: BuildDefaultConfig, corpus: list[str]) -> str:
+    """What the build depends on: the config (not where or how fast it runs) and the tokenizer corpus."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("output", "threads", "save_every")}
+    fields["corpus"] = hashlib.sha256("\n".join(corpus).encode()).hexdigest()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -61,14 +63,15 @@ def build(cfg: BuildDefaultConfig) -> Path:
 
     out = Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
     stamp = out / "facellm_build.json"
-    digest = fingerprint(cfg)
+    corpus = task_corpus(seed=cfg.seed)
+    digest = fingerprint(cfg, corpus)
     if stamp.exists() and json.loads(stamp.read_text())["fingerprint"] == digest:
         print(f"{out} is up to date (fingerprint {digest})")
         return out
     rows = load_built(cfg.data)["train"]
     work = out.with_name(out.name + f".build-{digest}")
     if not (work / "init" / "facellm_model.json").exists():
-        build_default_model(work / "init", task_corpus(seed=cfg.seed), seed=cfg.seed, size=cfg.size)
+        build_default_model(work / "init", corpus, seed=cfg.seed, size=cfg.size)
     model, processor = load_model(work / "init")
     train(model, processor, rows, output_dir=work / "pretrain", steps=cfg.steps, batch_size=cfg.batch_size,
           lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed, trainable="full",

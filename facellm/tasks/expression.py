@@ -2,9 +2,11 @@
 
 Sample: a FaceRecord with `expression`. Conversation:
     "What facial expression does this person show? ..." ->
-    "Expression: happy\nReason: the mouth corners turn up in a smile and the eyes are relaxed."
+    "Reason: the mouth corners turn up in a smile and the eyes are relaxed.\nExpression: happy"
 The reasons are the cues that define each expression (and that SynthFace draws), so a target
-never claims something the label does not imply.
+never claims something the label does not imply. The reason comes first: a model then names
+the expression after describing the cues, conditioned on them (with the label first, the
+offline default wrote the right cues after a wrong label; see the README's results).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ CUES: dict[str, str] = {
 }
 OPTIONS = ", ".join(EXPRESSIONS)
 PROMPTS = (
-    f"What facial expression does this person show? Choose one of: {OPTIONS}. Give a short reason.",
-    f"Classify the expression of this face as one of {OPTIONS}, and explain briefly.",
-    f"Which emotion does this face express ({OPTIONS})? Name it and the visual cues.",
+    f"What facial expression does this person show? Give a short reason, then one of: {OPTIONS}.",
+    f"Describe the visual cues of this face briefly, then classify its expression as one of {OPTIONS}.",
+    f"Which emotion does this face express ({OPTIONS})? Name the visual cues, then the emotion.",
 )
 _SYNONYMS = {"happiness": "happy", "sadness": "sad", "surprised": "surprise", "fearful": "fear",
              "afraid": "fear", "disgusted": "disgust", "angry": "anger", "calm": "neutral"}
@@ -45,7 +47,7 @@ class ExpressionTask:
     def conversations(self, sample: FaceRecord, rng: random.Random,
                       variants: tuple[str, ...] | None = None) -> list[Conversation]:
         label = sample.expression
-        target = f"Expression: {label}\nReason: {CUES[label]}."
+        target = f"Reason: {CUES[label]}.\nExpression: {label}"
         return [Conversation(sample.id, self.name, "reason", rng.choice(PROMPTS), target, [sample.image],
                              {"label": label})]
 

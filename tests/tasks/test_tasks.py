@@ -98,7 +98,7 @@ def test_parsers_of_short_answers():
 def test_expression_cues_cover_every_expression():
     for e in EXPRESSIONS:
         conv = ExpressionTask().conversations(record(0, {}, e), random.Random(0))[0]
-        assert conv.target.startswith(f"Expression: {e}\nReason: ")
+        assert conv.target.startswith("Reason: ") and conv.target.endswith(f".\nExpression: {e}")
 
 
 def test_decision_threshold_meets_fmr():
