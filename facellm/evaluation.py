@@ -271,6 +271,7 @@ def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_t
                                  pad_token_id=tokenizer.pad_token_id)
         response = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         record = score_row(row, response)
-        key = f"{row['task']}/{row['variant']}" if row["task"] == "verification" else row["task"]
-        hits[key].append(record["correct"])
+        key = f"{row['task']}/{row['variant']}" if row["task"] in ("verification", "attributes") else row["task"]
+        per_attribute = record.get("per_attribute")  # describe: the share of attributes right, not all-or-nothing
+        hits[key].append(float(np.mean(list(per_attribute.values()))) if per_attribute else record["correct"])
     return {f"eval_acc/{k}": float(np.mean(v)) for k, v in sorted(hits.items())}
