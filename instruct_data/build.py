@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from facellm.config import ConfigError, check_call, load_config
@@ -56,9 +57,9 @@ def validate(cfg: BuildConfig) -> None:
 
 
 def face_check():
-    from facellm.fr import FaceAnalyzer
+    from facellm.fr import get_analyzer
 
-    analyzer = FaceAnalyzer()
+    analyzer = get_analyzer()
     return lambda image: None if analyzer.detect(image) else "no face detected"
 
 
@@ -75,9 +76,14 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
         tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
     fingerprint = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)),
                    "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
-    return build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
-                         image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
-                         overwrite=overwrite)
+    report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
+                           image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
+                           overwrite=overwrite)
+    if report.get("up_to_date"):
+        return report
+    report["parse_skipped"] = source.skipped.as_dict()
+    Path(cfg.output_dir, "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -88,6 +94,9 @@ def summary(report: dict[str, Any]) -> str:
         skip = "; skipped " + ", ".join(f"{n} ({r})" for r, n in skipped.items()) if skipped else ""
         resumed = f"; resumed {info['resumed_shards']} shards" if info["resumed_shards"] else ""
         lines.append(f"{split}: {rows}{skip}{resumed}")
+    if report.get("parse_skipped"):
+        lines.append("label rows left out by the parser: "
+                     + ", ".join(f"{n} ({r})" for r, n in report["parse_skipped"].items()))
     return "\n".join(lines)
 
 

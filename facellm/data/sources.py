@@ -13,29 +13,32 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from facellm.data.errors import SkipLog
 from facellm.schema import FacePair, FaceRecord, Sample
 
 
 @dataclass
 class DataSource:
     """samples: split -> samples (records, then pairs). pairs: split -> only the pairs
-    (used to set the score_decision threshold on training pairs)."""
+    (used to set the score_decision threshold on training pairs). skipped: label rows the
+    parser left out (a malformed UTKFace name, an AffectNet non-basic label), by reason."""
 
     samples: Callable[[str], Iterable[Sample]]
     pairs: Callable[[str], Iterable[FacePair]]
+    skipped: SkipLog = field(default_factory=SkipLog)
 
 
-def _records_then_pairs(records: Callable[[str], list[FaceRecord]], pairs: Callable[[str], list[FacePair]]
-                        ) -> DataSource:
+def _records_then_pairs(records: Callable[[str], list[FaceRecord]], pairs: Callable[[str], list[FacePair]],
+                        skipped: SkipLog | None = None) -> DataSource:
     def samples(split: str) -> Iterator[Sample]:
         yield from records(split)
         yield from pairs(split)
 
-    return DataSource(samples, pairs)
+    return DataSource(samples, pairs, skipped or SkipLog())
 
 
 def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
@@ -81,10 +84,10 @@ def identity_pairs(records: list[FaceRecord], n_pairs: int, seed: int, source: s
 def with_fr_scores(pairs: Iterable[FacePair]) -> Iterator[FacePair]:
     """Attach the real SFace similarity to pairs of photos; a pair whose images cannot be
     read or show no face keeps `fr_score=None` (the build's face check reports it)."""
-    from facellm.fr import FaceAnalyzer
+    from facellm.fr import get_analyzer
     from facellm.images import load_image
 
-    analyzer = FaceAnalyzer()
+    analyzer = get_analyzer()
     for pair in pairs:
         try:
             pair.fr_score = analyzer.similarity(_pil(pair.first.image, load_image), _pil(pair.second.image, load_image))
@@ -103,16 +106,17 @@ def celeba_source(root: str, pairs_per_split: dict[str, int] | None = None, fr_s
     from facellm.data.celeba import celeba_records
 
     n_pairs = {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
+    skipped = SkipLog()
 
     @lru_cache(maxsize=None)
     def records(split: str) -> list[FaceRecord]:
-        return list(celeba_records(root, split=split))
+        return list(celeba_records(root, split=split, on_skip=skipped))
 
     def pairs(split: str) -> Iterable[FacePair]:
         made = identity_pairs(records(split), n_pairs[split], seed, "celeba")
         return with_fr_scores(made) if fr_scores else made
 
-    return _records_then_pairs(records, pairs)
+    return _records_then_pairs(records, pairs, skipped)
 
 
 def lfw_source(root: str, pairs_file: str = "pairs.txt", fr_scores: bool = True) -> DataSource:
@@ -120,14 +124,15 @@ def lfw_source(root: str, pairs_file: str = "pairs.txt", fr_scores: bool = True)
     from facellm.data.lfw import lfw_pairs
 
     def pairs(split: str) -> Iterable[FacePair]:
-        made = (p for p in lfw_pairs(root, pairs_file) if p.split == split)
+        made = lfw_pairs(root, pairs_file, split=split)
         return with_fr_scores(made) if fr_scores else made
 
     return DataSource(pairs, pairs)
 
 
 def _records_only(parse: Callable[..., Iterable[FaceRecord]], root: str) -> DataSource:
-    return DataSource(lambda split: parse(root, split=split), lambda split: [])
+    skipped = SkipLog()
+    return DataSource(lambda split: parse(root, split=split, on_skip=skipped), lambda split: [], skipped)
 
 
 def rafdb_source(root: str) -> DataSource:

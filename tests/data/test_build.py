@@ -134,3 +134,18 @@ def test_rebuild_is_a_no_op_and_a_changed_config_is_refused(tmp_path):
     assert again["up_to_date"] and again["splits"] == first["splits"]
     with pytest.raises(FileExistsError, match="different config"):
         build_dataset(make_samples, TASKS, tmp_path, fingerprint={"seed": 1}, progress=False)
+
+
+def test_recipe_reports_label_rows_the_parser_left_out(tmp_path, capsys):
+    from instruct_data import build as recipe
+    from tests.data import fixtures as fx
+
+    root = fx.write_utkface(tmp_path / "utk")
+    config = tmp_path / "utk.yaml"
+    config.write_text(f"dataset: utkface\ndataset_args: {{root: {root}}}\ntasks: {{age: {{}}}}\n"
+                      f"output_dir: {tmp_path / 'out'}\n")
+    assert recipe.main(["--config", str(config)]) == 0
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert sum(report["parse_skipped"].values()) == len(fx.UTKFACE_BAD)
+    assert sum(sum(s["rows"].values()) for s in report["splits"].values()) == len(fx.UTKFACE_GOOD)
+    assert "left out by the parser" in capsys.readouterr().out
