@@ -7,8 +7,9 @@ lighting, background, clothes, an optional occluder), drawn by `render` with PIL
 `supersample`x the output size and downsampled with LANCZOS.
 
 Geometry is written in reference pixels of a 112 px image (112 px = 8x8 patches of 14 px, the
-tiny Qwen2-VL's input) and scales with `size`. Nuisance is small by default (+-3 px, +-5 %,
-+-5 deg) because a tiny VLM learned fine features only on roughly aligned faces; identity traits
+tiny Qwen2-VL's input) and scales with `size`. Pose nuisance is as photos have it (+-10 px,
++-15 %, +-20 deg in-plane; no yaw): the dataset build aligns every face with the same YuNet
+5-point alignment as real photos (`facellm.align`), which removes most of it. Identity traits
 are coarse (hair colour over a large area, skin over the whole face, face outline) and the
 expression features (mouth, brows, eye openness) are big and thick.
 
@@ -41,7 +42,7 @@ Simulated face-recognition score (no real FR model recognises drawn faces):
         W_TRAIT^2 + W_RANDOM^2 = 1, so identities that look alike have closer embeddings.
     image embedding = normalise(e + sigma * n / sqrt(128)), n ~ N(0, I_128) from
         `default_rng([image_seed, 7])`, with
-        sigma = SIGMA_BASE * (1 + 0.6 |angle| / 5 deg + 0.3 |scale - 1| / 0.05 + 0.8 occluded
+        sigma = SIGMA_BASE * (1 + 0.6 |angle| / 20 deg + 0.3 |scale - 1| / 0.15 + 0.8 occluded
                               + 0.2 eyeglasses + 0.3 wearing_hat + 0.2 (expression != neutral))
     fr_score(a, b) = clip((cos(emb_a, emb_b) + 1) / 2, 0, 1).
 SIGMA_BASE is tuned so that a threshold picked on train pairs verifies ~97 % of test pairs
@@ -163,9 +164,9 @@ class Nuisance:
     in a random direction. occlusion: probability of an occluder.
     """
 
-    shift: float = 3.0
-    scale: float = 0.05
-    rotation: float = 5.0
+    shift: float = 10.0
+    scale: float = 0.15
+    rotation: float = 20.0
     brightness: float = 0.15
     contrast: float = 0.15
     gradient: float = 0.15
@@ -892,7 +893,7 @@ def identity_embedding(identity_params: dict[str, Any]) -> np.ndarray:
 def fr_sigma(record: FaceRecord) -> float:
     """Embedding noise of one image: grows with rotation, scale change, occlusion, accessories."""
     n, a = record.meta["nuisance"], record.attributes
-    return SIGMA_BASE * (1 + 0.6 * abs(n["angle"]) / 5.0 + 0.3 * abs(n["scale"] - 1) / 0.05
+    return SIGMA_BASE * (1 + 0.6 * abs(n["angle"]) / 20.0 + 0.3 * abs(n["scale"] - 1) / 0.15
                          + 0.8 * (record.meta["occluder"] is not None) + 0.2 * bool(a["eyeglasses"])
                          + 0.3 * bool(a["wearing_hat"]) + 0.2 * (record.expression != "neutral"))
 

@@ -26,6 +26,13 @@ class TaskConfig:
 
 
 @dataclass
+class AlignConfig:
+    enabled: bool = True                   # store each image as its aligned face crop (facellm.align)
+    size: int = 112                        # crop side in pixels: the model's input size
+    margin: float = 0.3                    # extra crop per side, as a fraction of ArcFace's 112 crop
+
+
+@dataclass
 class BuildConfig:
     dataset: str                           # registry key (`facellm ls datasets`)
     output_dir: str
@@ -35,6 +42,7 @@ class BuildConfig:
     shard_size: int = 500
     require_face: bool = False             # skip images in which YuNet finds no face (real photos)
     decision_fmr: float = 0.01             # score_decision threshold: this FMR on training pairs
+    align: AlignConfig = field(default_factory=AlignConfig)
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -54,6 +62,19 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError("tasks is empty: name at least one task")
     if cfg.shard_size < 1:
         raise ConfigError("shard_size must be at least 1")
+    align_spec(cfg.align)
+
+
+def align_spec(align: AlignConfig):
+    """The AlignSpec of the config, None when alignment is off; ConfigError when out of range."""
+    from facellm.align import AlignSpec
+
+    if not align.enabled:
+        return None
+    try:
+        return AlignSpec(size=align.size, margin=align.margin)
+    except ValueError as e:
+        raise ConfigError(f"align: {e}") from None
 
 
 def face_check():
@@ -78,7 +99,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
                    "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
     report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
                            image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
-                           overwrite=overwrite)
+                           overwrite=overwrite, align=align_spec(cfg.align))
     if report.get("up_to_date"):
         return report
     report["parse_skipped"] = source.skipped.as_dict()

@@ -43,15 +43,17 @@ def features():
     })
 
 
-def conversation_row(conv: Conversation, image_blobs: list[dict[str, Any]], gt: dict[str, Any]) -> dict[str, Any]:
-    """One dataset row (TRL's vision layout): image parts first, then the prompt text."""
+def conversation_row(conv: Conversation, image_blobs: list[dict[str, Any]], gt: dict[str, Any],
+                     alignment: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    """One dataset row (TRL's vision layout): image parts first, then the prompt text.
+    alignment: per image, the transform `facellm.align` applied (None: the image as given)."""
     user = [{"type": "image", "text": None} for _ in image_blobs] + [{"type": "text", "text": conv.prompt}]
     return {
         "id": conv.id, "task": conv.task, "variant": conv.variant,
         "messages": [{"role": "user", "content": user},
                      {"role": "assistant", "content": [{"type": "text", "text": conv.target}]}],
         "images": image_blobs,
-        "gt": to_json({"sample": gt, "extras": conv.extras}),
+        "gt": to_json({"sample": gt, "extras": conv.extras, "alignment": alignment}),
     }
 
 
@@ -73,35 +75,61 @@ class ImageEncoder:
 
     A path is validated by a full decode (`facellm.images.load_image`) and stored as its
     original file bytes; a PIL image is stored as PNG. `check` may reject an image (no face).
+    With `align`, the stored image is the aligned crop (`facellm.align.align_face`, PNG) and
+    `alignment(image)` gives the transform; an image with no face found is skipped.
     """
 
-    def __init__(self, check: ImageCheck | None = None):
+    def __init__(self, check: ImageCheck | None = None, align: Any = None, max_cached: int = 8192):
         self.check = check
-        self._cache: dict[int | str, dict[str, Any]] = {}
+        self.align = align
+        self.max_cached = max_cached
+        # key -> (image, blob, alignment); holding the image keeps id(image) from being reused
+        self._cache: dict[int | str, tuple[Any, dict[str, Any], dict[str, Any] | None]] = {}
 
     def __call__(self, image: Any) -> dict[str, Any]:
+        return self._get(image)[0]
+
+    def alignment(self, image: Any) -> dict[str, Any] | None:
+        """The transform applied to `image` (as `Alignment.as_dict`), None when not aligned."""
+        return self._get(image)[1]
+
+    def _get(self, image: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         key = image if isinstance(image, str) else id(image)
         if key not in self._cache:
-            self._cache[key] = self._encode(image)
-        return self._cache[key]
+            if len(self._cache) >= self.max_cached:
+                self._cache.clear()
+            self._cache[key] = (image, *self._encode(image))
+        return self._cache[key][1:]
 
-    def _encode(self, image: Any) -> dict[str, Any]:
+    def _encode(self, image: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         from facellm.images import ImageError, load_image
 
+        data = None
         if isinstance(image, (str, Path)):
             try:
                 pil = load_image(image)
             except ImageError as e:
                 raise _BadImage(e.reason) from e  # the reason never holds the path (names in paths)
-            data = Path(image).read_bytes()
+            data = None if self.align else Path(image).read_bytes()
         else:
             pil = image.convert("RGB")
-            buf = io.BytesIO()
-            pil.save(buf, format="PNG")
-            data = buf.getvalue()
         if self.check is not None and (reason := self.check(pil)):
             raise _BadImage(reason)
-        return {"bytes": data, "path": None}
+        how = None
+        if self.align is not None:
+            from facellm.align import align_face
+            from facellm.fr import NoFaceError
+
+            try:
+                pil, alignment = align_face(pil, self.align)
+            except NoFaceError:
+                raise _BadImage("no face found for alignment") from None
+            how = alignment.as_dict()
+        if data is None:
+            buf = io.BytesIO()
+            pil.save(buf, format="PNG", compress_level=1)  # 3x faster than PIL's 6, ~15 % larger
+            data = buf.getvalue()
+        return {"bytes": data, "path": None}, how
 
     def clear(self) -> None:
         self._cache.clear()
@@ -114,7 +142,9 @@ def _rows_for(sample: Sample, tasks: dict[str, tuple[Task, tuple[str, ...] | Non
         if not task.applies_to(sample):
             continue
         for conv in task.conversations(sample, sample_rng(seed, sample.id, name), variants):
-            rows.append(conversation_row(conv, [encode(im) for im in conv.images], sample.ground_truth()))
+            blobs = [encode(im) for im in conv.images]
+            aligned = [encode.alignment(im) for im in conv.images] if encode.align is not None else None
+            rows.append(conversation_row(conv, blobs, sample.ground_truth(), aligned))
     return rows
 
 
@@ -141,13 +171,15 @@ def _write_shard(rows: list[dict[str, Any]], skipped: SkipLog, path: Path) -> No
 def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, tuple[Task, tuple[str, ...] | None]],
                   output_dir: str | Path, *, seed: int = 0, shard_size: int = 500, image_check: ImageCheck | None = None,
                   fingerprint: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
-                  splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+                  splits: tuple[str, ...] = SPLITS, align: Any = None) -> dict[str, Any]:
     """Build (or resume building) the dataset; returns the build report.
 
     samples: split name -> the split's samples, in a deterministic order.
     tasks: task name -> (task object, variants to build or None for all).
     fingerprint: what defines the build (the config); a work area left by a different
         fingerprint is refused rather than mixed in, unless `overwrite`.
+    align: a `facellm.align.AlignSpec`: store every image as its aligned face crop (faces
+        not found are skipped), or None to store images as given.
     """
     out = Path(output_dir)
     work = out / "_shards"
@@ -161,7 +193,7 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
     report: dict[str, Any] = {"fingerprint": fingerprint, "digest": digest, "splits": {}}
     for split in splits:
         report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
-                                               image_check, progress, split)
+                                               image_check, progress, split, align)
     _finalize(out, work, splits)
     (out / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
@@ -182,10 +214,10 @@ def _prepare(out: Path, work: Path, digest: str, overwrite: bool) -> None:
 
 
 def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shard_size: int,
-                 image_check: ImageCheck | None, progress: bool, split: str) -> dict[str, Any]:
+                 image_check: ImageCheck | None, progress: bool, split: str, align: Any = None) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     skipped, rows_per_task, resumed = SkipLog(), Counter(), 0
-    encode = ImageEncoder(image_check)
+    encode = ImageEncoder(image_check, align)
     bar = tqdm(desc=f"build {split}", unit="sample", disable=not progress)
     for k, chunk in enumerate(_chunks(samples, shard_size)):
         path = folder / f"{k:05d}.parquet"
@@ -201,7 +233,6 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
                 rows += _rows_for(sample, tasks, seed, encode)
             except _BadImage as e:
                 shard_skips.add(str(e))
-        encode.clear()
         _write_shard(rows, shard_skips, path)
         for reason, n in shard_skips.counts.items():
             skipped.add(reason, n)

@@ -9,7 +9,8 @@ them from pre-training; without them those tokens keep random embeddings and out
 
     single: "Describe this face." -> "A face with a round face shape, light skin tone and brown hair.
              It has bangs and a beard. It wears eyeglasses. The mouth corners turn up ..."
-    pair:   "Describe the two faces." -> "First face: ... Second face: ..."
+    pair:   "Describe the two faces." -> "First face: ...\nSecond face: ...\nIn common: Both faces have
+             brown hair. ...\nDifferent: The first face wears eyeglasses, while ..."
     glossary: "Which words name the basic facial expressions?" -> "neutral, happy, sad, ..."
 """
 
@@ -50,6 +51,18 @@ def caption(record: FaceRecord) -> str:
     return " ".join(parts)
 
 
+def pair_caption(pair: FacePair) -> str:
+    """Both captions, then what the faces share and where they differ (ground truth, no verdict):
+    comparing two faces is a skill of its own that the verification task builds on."""
+    from facellm.tasks.verification import describe_pair
+
+    first, second = pair.first, pair.second
+    same, diff, _ = describe_pair(first.attributes, second.attributes, first.meta.get("traits", {}),
+                                  second.meta.get("traits", {}))
+    return (f"First face: {caption(first)}\nSecond face: {caption(second)}\n"
+            f"In common: {' '.join(same) or 'nothing.'}\nDifferent: {' '.join(diff) or 'nothing.'}")
+
+
 class CaptionTask:
     name = "caption"
     variants = ("single", "pair", "glossary")
@@ -66,7 +79,7 @@ class CaptionTask:
         out = []
         if isinstance(sample, FacePair):
             if "pair" in variants:
-                text = f"First face: {caption(sample.first)}\nSecond face: {caption(sample.second)}"
+                text = pair_caption(sample)
                 out.append(Conversation(sample.id, self.name, "pair", rng.choice(PAIR_PROMPTS), text,
                                         [sample.first.image, sample.second.image], {}))
             return out
