@@ -3,8 +3,9 @@
     cfg = load_config(DataBuildConfig, "instruct_data/configs/synthface.yaml", ["seed=1", "tasks.expression={}"])
 
 Overrides use dotted keys and YAML values (`lora.r=16`, `tasks=[a, b]`). Unknown keys fail with
-"did you mean ...". `check_call(fn, kwargs)` binds keys to a builder's signature without
-calling it (torchtune's config validation), so a config can be checked without building.
+"did you mean ...". `check_call(fn, kwargs)` binds keys to a builder's signature and checks the
+values against its annotations without calling it (torchtune's config validation), so a config
+can be checked without building; `at_least` / `between` check ranges.
 """
 
 from __future__ import annotations
@@ -40,9 +41,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def overrides_epilog(example: str) -> str:
+    """The line each recipe's --help ends with."""
+    return (f"Further arguments key=value override the config: dotted keys, YAML values, e.g. {example}. "
+            "Unknown keys fail with 'did you mean'.")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """`a.b=1` sets data["a"]["b"] = 1 (creating mappings on the way)."""
     for item in overrides:
+        if item.startswith("-"):  # argparse leaves options it does not know among the overrides
+            raise ConfigError(f"unknown option {item.partition('=')[0]!r}; --help lists the options")
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -93,6 +102,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         key_t, val_t = typing.get_args(hint) or (Any, Any)
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        for k in value:  # a mistyped key of a Literal-keyed mapping would silently mean "default"
+            if typing.get_origin(key_t) is typing.Literal and k not in typing.get_args(key_t):
+                raise _unknown(k, list(typing.get_args(key_t)), where)
         return {k: _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple) and value is not None:
         if not isinstance(value, (list, tuple)):
@@ -101,6 +113,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return origin(_convert(item_t, v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint in (int, float) and isinstance(value, bool) or hint in (int, float) and not isinstance(value, (int, float)):
         raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is int and not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
     if hint is float:
         return float(value)
     if hint is str and not isinstance(value, str):
@@ -108,7 +122,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-        raise ConfigError(f"{where} must be one of {typing.get_args(hint)}, got {value!r}")
+        choices = [str(c) for c in typing.get_args(hint)]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint_text = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}{hint_text}")
     return value
 
 
@@ -118,7 +135,8 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
 
 
 def check_call(fn: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
-    """Raise ConfigError if `fn(**kwargs)` would fail to bind (unknown or missing arguments)."""
+    """Raise ConfigError if `fn(**kwargs)` would fail to bind (unknown or missing arguments) or
+    a value does not fit the parameter's annotation (`n_identities: int` given "abc")."""
     try:
         inspect.signature(fn).bind(**kwargs)
     except TypeError as e:
@@ -127,3 +145,22 @@ def check_call(fn: Callable[..., Any], kwargs: dict[str, Any], where: str) -> No
         if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
             raise _unknown(unknown[0], params, where) from None
         raise ConfigError(f"{where}: {e}") from None
+    hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    for name, value in kwargs.items():
+        if name in hints:
+            _convert(hints[name], value, f"{where}.{name}")
+
+
+def at_least(value: float | None, low: float, where: str) -> None:
+    """ConfigError unless `value` is None or >= low."""
+    if value is not None and value < low:
+        raise ConfigError(f"{where} must be >= {low}, got {value!r}")
+
+
+def between(value: float | None, low: float, high: float, where: str, *, closed: bool = False) -> None:
+    """ConfigError unless `value` is None or inside (low, high) ([low, high] when `closed`)."""
+    if value is None:
+        return
+    if not (low <= value <= high if closed else low < value < high):
+        interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
+        raise ConfigError(f"{where} must be in {interval}, got {value!r}")

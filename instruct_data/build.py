@@ -7,16 +7,17 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facellm.config import ConfigError, check_call, load_config
+from facellm.config import ConfigError, at_least, between, check_call, load_config, overrides_epilog
 from facellm.data.build import build_dataset
 from facellm.registry import get_dataset, get_task
-from facellm.tasks.verification import decision_threshold
+from facellm.tasks.verification import VerificationTask, decision_threshold
 
 
 @dataclass
@@ -46,10 +47,9 @@ class BuildConfig:
 
 
 def validate(cfg: BuildConfig) -> None:
-    """Check names and argument keys against the registry without building anything."""
+    """Check names, argument keys, types and ranges without reading or building anything."""
     try:
-        source = get_dataset(cfg.dataset)
-        check_call(source, cfg.dataset_args, f"dataset_args of {cfg.dataset}")
+        _check_source(cfg.dataset, cfg.dataset_args)
         for name, tcfg in cfg.tasks.items():
             task_cls = get_task(name)
             check_call(task_cls, tcfg.args, f"tasks.{name}.args")
@@ -60,9 +60,21 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError(e.args[0]) from None
     if not cfg.tasks:
         raise ConfigError("tasks is empty: name at least one task")
-    if cfg.shard_size < 1:
-        raise ConfigError("shard_size must be at least 1")
+    at_least(cfg.shard_size, 1, "shard_size")
+    between(cfg.decision_fmr, 0, 1, "decision_fmr")
     align_spec(cfg.align)
+
+
+def _check_source(dataset: str, args: dict[str, Any]) -> None:
+    where = f"dataset_args of {dataset}"
+    builder = get_dataset(dataset)
+    check_call(builder, args, where)
+    try:
+        builder(**args)  # a source builder reads nothing: it checks its arguments' ranges
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def align_spec(align: AlignConfig):
@@ -86,29 +98,43 @@ def face_check():
 
 def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
     source = get_dataset(cfg.dataset)(**cfg.dataset_args)
-    tasks = {}
+    source.check()  # a wrong root fails here, before the face models load
+    tasks, threshold = {}, None
     for name, tcfg in cfg.tasks.items():
         args = dict(tcfg.args)
-        if name == "verification" and "threshold" not in args:
-            scored = [(p.fr_score, p.same) for p in source.pairs("train") if p.fr_score is not None]
-            if scored:
-                scores, same = zip(*scored)
-                args["threshold"] = decision_threshold(scores, same, cfg.decision_fmr)
+        if name == "verification":
+            threshold = _threshold(source, args, cfg.decision_fmr)
+            args["threshold"] = threshold["value"]
         tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
     fingerprint = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)),
-                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
+                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}, "inputs": source.inputs()}
     report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
                            image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
                            overwrite=overwrite, align=align_spec(cfg.align))
     if report.get("up_to_date"):
         return report
-    report["parse_skipped"] = source.skipped.as_dict()
-    Path(cfg.output_dir, "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    report.update(parse_skipped=source.skipped.as_dict(), notes=source.notes.as_dict(), decision_threshold=threshold)
+    tmp = Path(cfg.output_dir, "build_report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    tmp.replace(tmp.with_suffix(""))
     return report
 
 
+def _threshold(source: Any, args: dict[str, Any], fmr: float) -> dict[str, Any]:
+    """The score_decision threshold and where it came from (the report and the output say)."""
+    if "threshold" in args:
+        return {"value": args["threshold"], "from": "tasks.verification.args.threshold"}
+    scored = [(p.fr_score, p.same) for p in source.pairs("train") if p.fr_score is not None]
+    if not scored:
+        default = inspect.signature(VerificationTask).parameters["threshold"].default
+        return {"value": default, "from": "default: no training pair has an FR score, so score_decision "
+                "prompts decide at this value; set tasks.verification.args.threshold", "fallback": True}
+    scores, same = zip(*scored)
+    return {"value": decision_threshold(scores, same, fmr), "from": f"FMR {fmr} on {len(scored)} training pairs"}
+
+
 def summary(report: dict[str, Any]) -> str:
-    lines = ["(already built with this config: nothing to do)"] if report.get("up_to_date") else []
+    lines = ["(already built from this config and these input files: nothing to do)"] if report.get("up_to_date") else []
     for split, info in report["splits"].items():
         rows = ", ".join(f"{t} {n}" for t, n in sorted(info["rows"].items())) or "no rows"
         skipped = info["skipped"]
@@ -118,13 +144,26 @@ def summary(report: dict[str, Any]) -> str:
     if report.get("parse_skipped"):
         lines.append("label rows left out by the parser: "
                      + ", ".join(f"{n} ({r})" for r, n in report["parse_skipped"].items()))
+    for reason, n in (report.get("notes") or {}).items():
+        lines.append(f"warning: {n} x {reason}")
+    if report.get("empty_splits"):
+        lines.append(f"warning: no rows in {', '.join(report['empty_splits'])}")
+    threshold = report.get("decision_threshold")
+    if threshold:
+        lines.append(f"{'warning: ' if threshold.get('fallback') else ''}score_decision threshold "
+                     f"{threshold['value']:.4f} ({threshold['from']})")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facellm data build", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--overwrite", action="store_true", help="discard an earlier build in output_dir")
+    parser = argparse.ArgumentParser(prog="facellm data build", description=__doc__.splitlines()[0],
+                                     usage="%(prog)s --config YAML [--overwrite] [--check] [key=value ...]",
+                                     epilog=overrides_epilog("seed=1 dataset_args.root=/data/celeba"),
+                                     allow_abbrev=False)
+    parser.add_argument("--config", required=True, help="a data build YAML (facellm ls configs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild although output_dir holds a build of another config; "
+                             "the old dataset is replaced only once the new one is complete")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     args, overrides = parser.parse_known_args(argv)
     try:
@@ -138,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         report = build(cfg, overwrite=args.overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(report))

@@ -14,7 +14,8 @@ Every parser is `<name>_records(root, split=None, on_skip=None) -> Iterator[Face
   label line (raised when the iterator reaches it).
 - Rows that cannot become a sample but leave the rest trustworthy go to `on_skip(path, reason)`
   (see `errors.SkipLog`) and are skipped.
-- Ids are `<source>/<image name as the label file writes it>`, e.g. "celeba/000001.jpg".
+- Ids are `<source>/<image name as the label file writes it>`, e.g. "celeba/000001.jpg", and
+  unique: a label row naming an image a second time goes to `on_skip` as `DUPLICATE`.
 - Where a dataset has no validation split, one is carved out of its train split by a stable
   hash of the image name (`carve_validation`): the same rows go to validation on every run and
   machine, and adding or removing other rows does not move them.
@@ -30,6 +31,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from facellm.data.errors import DatasetFormatError, OnSkip, SkipLog
 from facellm.schema import SPLITS, Split
@@ -37,11 +39,44 @@ from facellm.schema import SPLITS, Split
 __all__ = ["DatasetFormatError", "OnSkip", "SkipLog", "VALIDATION_FRACTION"]
 
 VALIDATION_FRACTION = 0.1  # share of a train split carved out as validation
+DUPLICATE = "duplicate label row (the image is labelled again)"
 
 
 def check_split(split: str | None) -> None:
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
+
+
+def is_repeat(seen: set[str], name: str) -> bool:
+    """Whether image `name` was labelled before (then remembered in `seen`). Parsers ask before
+    they filter by split, so that a repeat in another split is caught too."""
+    repeat = name in seen
+    seen.add(name)
+    return repeat
+
+
+def skip(on_skip: OnSkip | None, image: str, reason: str) -> None:
+    if on_skip is not None:
+        on_skip(image, reason)
+
+
+def folder_fingerprint(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the files under `root` are, without reading them: their count and a hash of
+    their sorted relative paths, sizes and modification times. An added, removed, replaced
+    or edited label file or image changes it."""
+    digest, count = hashlib.sha256(), 0
+    base = Path(os.path.abspath(Path(root).expanduser()))
+    for folder, dirs, files in os.walk(base):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: the build reports the image as missing
+                continue
+            digest.update(f"{path.relative_to(base).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            count += 1
+    return {"root": str(base), "files": count, "sha256": digest.hexdigest()[:16]}
 
 
 def stable_fraction(key: str) -> float:

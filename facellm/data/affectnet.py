@@ -32,8 +32,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from facellm.data import (check_split, carve_validation, dataset_root, image_path, parse_number,
-                          read_csv)
+from facellm.data import (DUPLICATE, carve_validation, check_split, dataset_root, image_path, is_repeat,
+                          parse_number, read_csv, skip)
 from facellm.data.errors import DatasetFormatError, OnSkip
 from facellm.schema import EXPRESSIONS, FaceRecord, Split
 
@@ -54,20 +54,23 @@ def affectnet_records(root: str | os.PathLike[str], split: Split | None = None,
     """AffectNet records with a basic expression: training.csv rows, then validation.csv rows.
 
     root: the AffectNet folder (layout above); only the CSV files the split needs must exist.
-    on_skip: called as on_skip(image path, reason) for each row labelled 7..10.
+    on_skip: called as on_skip(image path, reason) for each row labelled 7..10 and each row
+    naming an image an earlier row named (DUPLICATE: its id would repeat).
     """
     check_split(split)
     files = [f for f, file_split in FILES.items()
              if split is None or (file_split == "test") == (split == "test")]
     root = dataset_root(root, "AffectNet", [*files, IMAGE_DIR + "/"], LAYOUT)
-    return (record for f in files for record in _records(root, root / f, split, on_skip))
+    seen: set[str] = set()
+    return (record for f in files for record in _records(root, root / f, split, seen, on_skip))
 
 
-def _records(root: Path, path: Path, split: Split | None,
+def _records(root: Path, path: Path, split: Split | None, seen: set[str],
              on_skip: OnSkip | None) -> Iterator[FaceRecord]:
     for line, row in read_csv(path, COLUMNS):
         name = row["subDirectory_filePath"]
         row_split = carve_validation(name) if FILES[path.name] == "train" else "test"
+        repeat = is_repeat(seen, name)
         if split is not None and row_split != split:
             continue
         label = parse_number(row["expression"], int, "expression", path, line)
@@ -77,6 +80,9 @@ def _records(root: Path, path: Path, split: Split | None,
         if LABELS[label] not in EXPRESSIONS:
             if on_skip is not None:
                 on_skip(image, f"AffectNet label {label} ({LABELS[label]}) is not a basic expression")
+            continue
+        if repeat:
+            skip(on_skip, image, DUPLICATE)
             continue
         box = [parse_number(row[c], int, c, path, line)
                for c in ("face_x", "face_y", "face_width", "face_height")]

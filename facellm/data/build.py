@@ -18,6 +18,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,19 @@ def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
         yield chunk
 
 
+def _empty() -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict({k: [] for k in features()}, features=features())
+
+
 def _write_shard(rows: list[dict[str, Any]], skipped: SkipLog, path: Path) -> None:
+    """An empty shard (every sample skipped, or no task applies) is written too: it marks the
+    shard done, so a rerun does not redo it."""
     from datasets import Dataset
 
     tmp = path.with_suffix(".tmp")
-    Dataset.from_list(rows, features=features()).to_parquet(str(tmp))
+    (Dataset.from_list(rows, features=features()) if rows else _empty()).to_parquet(str(tmp))
     path.with_suffix(".json").write_text(json.dumps({"rows": len(rows), "skipped": skipped.as_dict()}))
     os.replace(tmp, path)  # the parquet file appears last: its presence marks the shard complete
 
@@ -176,8 +185,10 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
 
     samples: split name -> the split's samples, in a deterministic order.
     tasks: task name -> (task object, variants to build or None for all).
-    fingerprint: what defines the build (the config); a work area left by a different
-        fingerprint is refused rather than mixed in, unless `overwrite`.
+    fingerprint: what defines the build (the config, the input files); a work area left by a
+        different fingerprint is refused rather than mixed in, unless `overwrite`.
+    overwrite: build even though `output_dir` holds a build of another fingerprint; the old
+        dataset is replaced only once the new one is complete.
     align: a `facellm.align.AlignSpec`: store every image as its aligned face crop (faces
         not found are skipped), or None to store images as given.
     """
@@ -191,23 +202,39 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
             return {**report, "up_to_date": True}
     _prepare(out, work, digest, overwrite)
     report: dict[str, Any] = {"fingerprint": fingerprint, "digest": digest, "splits": {}}
-    for split in splits:
-        report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
-                                               image_check, progress, split, align)
-    _finalize(out, work, splits)
-    (out / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    with _quiet_datasets():
+        for split in splits:
+            report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
+                                                   image_check, progress, split, align)
+        report["empty_splits"] = [s for s, info in report["splits"].items() if not info["rows"]]
+        _finalize(out, work, splits, report)
     return report
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Without `datasets`' own progress bars: a bar per shard written drowns the build's bar."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def _prepare(out: Path, work: Path, digest: str, overwrite: bool) -> None:
     stamp = work / "FINGERPRINT"
-    if overwrite:
-        shutil.rmtree(out, ignore_errors=True)
-    elif (out / "dataset").exists() and not work.exists():
-        raise FileExistsError(f"{out / 'dataset'} was built from a different config; "
+    if overwrite or not any(work.glob("*/*.parquet")):
+        # No shard yet: what a run that failed at its start (a wrong root) left is no build to keep.
+        shutil.rmtree(work, ignore_errors=True)
+    if not overwrite and (out / "dataset").exists() and not work.exists():
+        raise FileExistsError(f"{out / 'dataset'} was built from a different config or other input files; "
                               "pass overwrite=True (--overwrite) to rebuild it")
     if stamp.exists() and stamp.read_text() != digest:
-        raise ValueError(f"{work} holds an interrupted build of a different config; "
+        raise ValueError(f"{work} holds an interrupted build of a different config or other input files; "
                          "rerun with the same config to resume, or pass --overwrite to start again")
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest)
@@ -218,25 +245,25 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
     folder.mkdir(parents=True, exist_ok=True)
     skipped, rows_per_task, resumed = SkipLog(), Counter(), 0
     encode = ImageEncoder(image_check, align)
-    bar = tqdm(desc=f"build {split}", unit="sample", disable=not progress)
-    for k, chunk in enumerate(_chunks(samples, shard_size)):
-        path = folder / f"{k:05d}.parquet"
-        bar.update(len(chunk))
-        if path.exists():  # done by an earlier, interrupted run
-            resumed += 1
-            for reason, n in json.loads(path.with_suffix(".json").read_text())["skipped"].items():
+    # `with`: an error raised mid-split (a malformed label line) closes the bar before it is printed
+    with tqdm(desc=f"build {split}", unit="sample", disable=not progress) as bar:
+        for k, chunk in enumerate(_chunks(samples, shard_size)):
+            path = folder / f"{k:05d}.parquet"
+            bar.update(len(chunk))
+            if path.exists():  # done by an earlier, interrupted run
+                resumed += 1
+                for reason, n in json.loads(path.with_suffix(".json").read_text())["skipped"].items():
+                    skipped.add(reason, n)
+                continue
+            rows, shard_skips = [], SkipLog()
+            for sample in chunk:
+                try:
+                    rows += _rows_for(sample, tasks, seed, encode)
+                except _BadImage as e:
+                    shard_skips.add(str(e))
+            _write_shard(rows, shard_skips, path)
+            for reason, n in shard_skips.counts.items():
                 skipped.add(reason, n)
-            continue
-        rows, shard_skips = [], SkipLog()
-        for sample in chunk:
-            try:
-                rows += _rows_for(sample, tasks, seed, encode)
-            except _BadImage as e:
-                shard_skips.add(str(e))
-        _write_shard(rows, shard_skips, path)
-        for reason, n in shard_skips.counts.items():
-            skipped.add(reason, n)
-    bar.close()
     return {"shards": len(list(folder.glob("*.parquet"))), "resumed_shards": resumed,
             "rows": _count_rows(folder, rows_per_task), "skipped": skipped.as_dict()}
 
@@ -250,21 +277,32 @@ def _count_rows(folder: Path, counter: Counter) -> dict[str, int]:
     return dict(counter)
 
 
-def _finalize(out: Path, work: Path, splits: tuple[str, ...]) -> None:
+def _finalize(out: Path, work: Path, splits: tuple[str, ...], report: dict[str, Any]) -> None:
+    """Save the shards as one DatasetDict, then swap it in for an earlier dataset: the old one
+    is removed only after the new one is complete."""
     from datasets import Dataset, DatasetDict
 
     parts = {}
     for split in splits:
-        files = sorted(str(p) for p in (work / split).glob("*.parquet"))
-        parts[split] = (Dataset.from_parquet(files, features=features()) if files
-                        else Dataset.from_dict({k: [] for k in features()}, features=features()))
-    tmp = out / "dataset.tmp"
+        files = sorted(str(p) for p in (work / split).glob("*.parquet") if _shard_rows(p))
+        parts[split] = Dataset.from_parquet(files, features=features()) if files else _empty()
+    tmp, old = out / "dataset.tmp", out / "dataset.old"
     shutil.rmtree(tmp, ignore_errors=True)
     # an empty split must still get one shard, or load_from_disk fails on it
     DatasetDict(parts).save_to_disk(str(tmp), num_shards={k: 1 for k, d in parts.items() if len(d) == 0})
-    shutil.rmtree(out / "dataset", ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / "dataset").exists():
+        os.replace(out / "dataset", old)
     os.replace(tmp, out / "dataset")
+    (out / "build_report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
+    os.replace(out / "build_report.json.tmp", out / "build_report.json")
+    shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(work)
+
+
+def _shard_rows(path: Path) -> int:
+    # Dataset.from_parquet refuses a file with no rows ("corresponds to no data")
+    return json.loads(path.with_suffix(".json").read_text())["rows"]
 
 
 def load_built(output_dir: str | Path):

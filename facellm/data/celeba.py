@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facellm.attributes import celeba_key
-from facellm.data import check_split, dataset_root, image_path, parse_number, read_lines
+from facellm.data import DUPLICATE, check_split, dataset_root, image_path, is_repeat, parse_number, read_lines, skip
 from facellm.data.errors import DatasetFormatError, OnSkip
 from facellm.schema import FaceRecord, Split
 
@@ -50,24 +50,25 @@ def celeba_records(root: str | os.PathLike[str], split: Split | None = None,
     """CelebA records in `list_attr_celeba.txt` order.
 
     root: the CelebA folder (layout above). split: keep only this partition.
-    on_skip: unused (CelebA has no skippable rows), accepted like every parser's.
+    on_skip: called as on_skip(image path, DUPLICATE) for an attribute row naming an image
+    an earlier row named (the row is skipped: its id would repeat).
     Raises DatasetFormatError now for a missing folder or file, later for a malformed line.
     """
     check_split(split)
     root = dataset_root(root, "CelebA", [ATTR_FILE, PARTITION_FILE, IMAGE_DIR + "/"], LAYOUT)
-    return _records(root, split)
+    return _records(root, split, on_skip)
 
 
-def _records(root: Path, split: Split | None) -> Iterator[FaceRecord]:
+def _records(root: Path, split: Split | None, on_skip: OnSkip | None) -> Iterator[FaceRecord]:
     attr_file = root / ATTR_FILE
     partitions = _read_partitions(root / PARTITION_FILE)
     identities = {}
     if (root / IDENTITY_FILE).exists():
-        identities = {name: value for _, name, value in _two_columns(root / IDENTITY_FILE)}
+        identities = _read_mapping(root / IDENTITY_FILE)
     lines = read_lines(attr_file)
     count, names = _header(attr_file, lines)
     columns = [celeba_key(name) for name in names]
-    rows = 0
+    rows, seen = 0, set()
     for line, text in lines:
         fields = text.split()
         if len(fields) != len(names) + 1:
@@ -77,7 +78,12 @@ def _records(root: Path, split: Split | None) -> Iterator[FaceRecord]:
         name = fields[0]
         if name not in partitions:
             raise DatasetFormatError(attr_file, f"{name} has no line in {PARTITION_FILE}", line)
+        repeat = is_repeat(seen, name)
         if split is not None and partitions[name] != split:
+            continue
+        image = image_path(root / IMAGE_DIR, name, attr_file, line)
+        if repeat:
+            skip(on_skip, image, DUPLICATE)
             continue
         attributes: dict[str, bool | str] = {}
         for column, (key, positive), value in zip(names, columns, fields[1:]):
@@ -86,8 +92,7 @@ def _records(root: Path, split: Split | None) -> Iterator[FaceRecord]:
                     attr_file, f"{column} must be 1 or -1, got {value!r}", line)
             attributes[key] = (value == "1") == positive
         yield FaceRecord(id=f"celeba/{name}", source="celeba", split=partitions[name],
-                         image=image_path(root / IMAGE_DIR, name, attr_file, line),
-                         identity=identities.get(name), attributes=attributes)
+                         image=image, identity=identities.get(name), attributes=attributes)
     if rows != count:
         raise DatasetFormatError(attr_file, f"the image count is {count} but the file has {rows} "
                                  f"image rows; correct the count if the file was cut on purpose", 1)
@@ -110,13 +115,28 @@ def _header(path: Path, lines: Iterator[tuple[int, str]]) -> tuple[int, list[str
 
 
 def _read_partitions(path: Path) -> dict[str, Split]:
-    partitions = {}
+    partitions: dict[str, Split] = {}
     for line, name, value in _two_columns(path):
         if value not in PARTITIONS:
             raise DatasetFormatError(path, f"partition must be 0 (train), 1 (validation) or "
                                      f"2 (test), got {value!r}", line)
-        partitions[name] = PARTITIONS[value]
+        _set_once(partitions, name, PARTITIONS[value], path, line)
     return partitions
+
+
+def _read_mapping(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line, name, value in _two_columns(path):
+        _set_once(values, name, value, path, line)
+    return values
+
+
+def _set_once(mapping: dict[str, str], name: str, value: str, path: Path, line: int) -> None:
+    """A name repeated with the same value is harmless; with another value it is refused
+    (which one is right?)."""
+    if mapping.setdefault(name, value) != value:
+        raise DatasetFormatError(path, f"{name} is listed again with another value ({mapping[name]!r} "
+                                 f"before, {value!r} here)", line)
 
 
 def _two_columns(path: Path) -> Iterator[tuple[int, str, str]]:

@@ -28,7 +28,8 @@ import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from facellm.data import check_split, carve_validation, dataset_root, image_path, read_csv
+from facellm.data import (DUPLICATE, carve_validation, check_split, dataset_root, image_path, is_repeat,
+                          read_csv, skip)
 from facellm.data.errors import DatasetFormatError, OnSkip
 from facellm.schema import FaceRecord, Split
 
@@ -55,19 +56,23 @@ def fairface_records(root: str | os.PathLike[str], split: Split | None = None,
     """FairFace records: the train CSV's rows, then the val CSV's.
 
     root: the FairFace folder (layout above); only the files the split needs must exist.
-    on_skip: unused (FairFace has no skippable rows), accepted like every parser's.
+    on_skip: called as on_skip(image path, DUPLICATE) for a row naming an image an earlier
+    row named (the row is skipped: its id would repeat).
     """
     check_split(split)
     files = [f for f, (_, feeds) in FILES.items()
              if split is None or (feeds == "test") == (split == "test")]
     root = dataset_root(root, "FairFace", [p for f in files for p in (f, FILES[f][0] + "/")], LAYOUT)
-    return (record for f in files for record in _records(root, root / f, split))
+    seen: set[str] = set()
+    return (record for f in files for record in _records(root, root / f, split, seen, on_skip))
 
 
-def _records(root: Path, path: Path, split: Split | None) -> Iterator[FaceRecord]:
+def _records(root: Path, path: Path, split: Split | None, seen: set[str],
+             on_skip: OnSkip | None) -> Iterator[FaceRecord]:
     for line, row in read_csv(path, ["file", "age", "gender", "race"]):
         name = row["file"]
         row_split = carve_validation(name) if FILES[path.name][1] == "train" else "test"
+        repeat = is_repeat(seen, name)
         if split is not None and row_split != split:
             continue
         meta = {"age_bin": _check(row["age"], AGE_BINS, "age", path, line),
@@ -76,9 +81,12 @@ def _records(root: Path, path: Path, split: Split | None) -> Iterator[FaceRecord
         if "service_test" in row:
             meta["service_test"] = _check(row["service_test"], ("True", "False"),
                                           "service_test", path, line) == "True"
-        yield FaceRecord(id=f"fairface/{name}", source="fairface", split=row_split,
-                         image=image_path(root, name, path, line), age=AGE_BINS[row["age"]],
-                         meta=meta)
+        image = image_path(root, name, path, line)
+        if repeat:
+            skip(on_skip, image, DUPLICATE)
+            continue
+        yield FaceRecord(id=f"fairface/{name}", source="fairface", split=row_split, image=image,
+                         age=AGE_BINS[row["age"]], meta=meta)
 
 
 def _check(value: str, allowed: Collection[str], column: str, path: Path, line: int) -> str:

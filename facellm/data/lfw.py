@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from facellm.data import check_split, dataset_root, hash_split, image_path, parse_number, read_lines
+from facellm.data import check_split, dataset_root, hash_split, image_path, parse_number, read_lines, skip
 from facellm.data.errors import DatasetFormatError, OnSkip
 from facellm.schema import FacePair, FaceRecord, Split
 
@@ -44,6 +44,7 @@ LAYOUT = """\
   pairs.txt                  `10\\t300`, then per fold 300 `Name\\ti\\tj` and 300 `Name1\\ti\\tName2\\tj`
   lfw/<Name>/<Name>_0001.jpg (or lfw-deepfunneled/, lfw_funneled/)"""
 _IMAGE_NAME = re.compile(r"(.+)_(\d{4})\.jpg")
+SELF_PAIR = "pair of an image with itself"
 
 
 def lfw_pairs(root: str | os.PathLike[str], pairs_file: str = "pairs.txt",
@@ -54,11 +55,12 @@ def lfw_pairs(root: str | os.PathLike[str], pairs_file: str = "pairs.txt",
     root: the LFW folder (layout above). pairs_file: "pairs.txt" (View 2, 10 folds) or a
     View 1 file such as "pairsDevTrain.txt". split: keep only pairs of this split.
     image_dir: image folder under root; default the first of `IMAGE_DIRS` that exists.
-    on_skip: unused (a malformed pairs line is fatal: it would shift every fold after it).
+    on_skip: called as on_skip(image path, SELF_PAIR) for a line pairing an image with itself
+    (a malformed line is fatal instead: it would shift every fold after it).
     """
     check_split(split)
     root = dataset_root(root, "LFW", [pairs_file], LAYOUT)
-    return _pairs(root / pairs_file, _image_dir(root, image_dir), split)
+    return _pairs(root / pairs_file, _image_dir(root, image_dir), split, on_skip)
 
 
 def lfw_records(root: str | os.PathLike[str], split: Split | None = None,
@@ -87,7 +89,7 @@ def _fold_split(fold: int, folds: int, pairs_name: str) -> Split:
     return "test" if fold == folds else "validation" if fold == folds - 1 else "train"
 
 
-def _pairs(path: Path, images: Path, split: Split | None) -> Iterator[FacePair]:
+def _pairs(path: Path, images: Path, split: Split | None, on_skip: OnSkip | None) -> Iterator[FacePair]:
     lines = read_lines(path)
     folds, per_class = _header(path, next(lines, None))
     index = 0
@@ -102,10 +104,14 @@ def _pairs(path: Path, images: Path, split: Split | None) -> Iterator[FacePair]:
                                              f"{per_class} different-person pairs")
                 line, text = item
                 first, second = _pair_records(path, line, text, same, images, fold_split)
-                if split is None or split == fold_split:
-                    yield FacePair(id=f"lfw/{path.name}/{index}", source="lfw", split=fold_split,
-                                   first=first, second=second, same=same, meta={"fold": fold})
-                index += 1
+                pair_id, index = f"lfw/{path.name}/{index}", index + 1
+                if split is not None and split != fold_split:
+                    continue
+                if first.image == second.image:
+                    skip(on_skip, first.image, SELF_PAIR)
+                    continue
+                yield FacePair(id=pair_id, source="lfw", split=fold_split, first=first, second=second,
+                               same=same, meta={"fold": fold})
     extra = next(lines, None)
     if extra is not None:
         raise DatasetFormatError(path, f"more pairs than line 1 promises ({folds} folds of "

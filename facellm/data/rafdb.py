@@ -25,7 +25,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from facellm.data import check_split, carve_validation, dataset_root, image_path, read_lines
+from facellm.data import (DUPLICATE, carve_validation, check_split, dataset_root, image_path, is_repeat,
+                          read_lines, skip)
 from facellm.data.errors import DatasetFormatError, OnSkip
 from facellm.schema import FaceRecord, Split
 
@@ -43,16 +44,19 @@ def rafdb_records(root: str | os.PathLike[str], split: Split | None = None,
 
     root: the RAF-DB basic folder (layout above). aligned: use the 100x100 aligned crops in
     Image/aligned/ (True) or the original photos in Image/original/ (False).
-    on_skip: unused (RAF-DB has no skippable rows), accepted like every parser's.
+    on_skip: called as on_skip(image path, DUPLICATE) for a row naming an image an earlier
+    row named (the row is skipped: its id would repeat).
     """
     check_split(split)
     image_dir = "Image/aligned" if aligned else "Image/original"
     root = dataset_root(root, "RAF-DB", [LABEL_FILE, image_dir + "/"], LAYOUT)
-    return _records(root, root / image_dir, aligned, split)
+    return _records(root, root / image_dir, aligned, split, on_skip)
 
 
-def _records(root: Path, images: Path, aligned: bool, split: Split | None) -> Iterator[FaceRecord]:
+def _records(root: Path, images: Path, aligned: bool, split: Split | None,
+             on_skip: OnSkip | None) -> Iterator[FaceRecord]:
     label_file = root / LABEL_FILE
+    seen: set[str] = set()
     for line, text in read_lines(label_file):
         fields = text.split()
         if len(fields) != 2:
@@ -62,12 +66,16 @@ def _records(root: Path, images: Path, aligned: bool, split: Split | None) -> It
         if label not in LABELS:
             raise DatasetFormatError(label_file, f"label must be 1..7, got {label!r}", line)
         row_split = _split(name, label_file, line)
+        repeat = is_repeat(seen, name)
         if split is not None and row_split != split:
             continue
         stem, dot, ext = name.rpartition(".")
         file_name = f"{stem}_aligned.{ext}" if aligned else name
-        yield FaceRecord(id=f"rafdb/{name}", source="rafdb", split=row_split,
-                         image=image_path(images, file_name, label_file, line),
+        image = image_path(images, file_name, label_file, line)
+        if repeat:
+            skip(on_skip, image, DUPLICATE)
+            continue
+        yield FaceRecord(id=f"rafdb/{name}", source="rafdb", split=row_split, image=image,
                          expression=LABELS[label], meta={"label": int(label)})
 
 

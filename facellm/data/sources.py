@@ -6,6 +6,10 @@ the SynthFace generator) with how verification pairs are formed and scored:
   simulated FR model (see `facellm.synthface`).
 - Real photos: pairs come from the dataset (LFW pairs.txt) or are drawn within a split from
   identity labels (CelebA); their FR score is the real SFace model (`facellm.fr`).
+
+Calling a source builder reads nothing: it checks its arguments (ValueError) and returns
+closures, so `--check` can call it. `DataSource.check()` then checks the folder layout and
+`DataSource.inputs()` fingerprints the files a build reads.
 """
 
 from __future__ import annotations
@@ -17,19 +21,29 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from facellm.data import folder_fingerprint
 from facellm.data.errors import SkipLog
-from facellm.schema import FacePair, FaceRecord, Sample
+from facellm.schema import SPLITS, FacePair, FaceRecord, Sample, Split
+
+UNSCORED = "pair without an FR score (no face found): its score variants are left out"
 
 
 @dataclass
 class DataSource:
     """samples: split -> samples (records, then pairs). pairs: split -> only the pairs
     (used to set the score_decision threshold on training pairs). skipped: label rows the
-    parser left out (a malformed UTKFace name, an AffectNet non-basic label), by reason."""
+    parser left out (a malformed UTKFace name, an AffectNet non-basic label, a duplicate row),
+    by reason. notes: samples kept but with less than asked for (a pair with no FR score).
+    check: raises DatasetFormatError when the dataset folder lacks its layout, reading no row.
+    inputs: what the files under the dataset folder are (`folder_fingerprint`), for the build's
+    fingerprint: a changed file triggers a rebuild."""
 
     samples: Callable[[str], Iterable[Sample]]
     pairs: Callable[[str], Iterable[FacePair]]
     skipped: SkipLog = field(default_factory=SkipLog)
+    notes: SkipLog = field(default_factory=SkipLog)
+    check: Callable[[], Any] = lambda: None
+    inputs: Callable[[], dict[str, Any]] = dict
 
 
 def _records_then_pairs(records: Callable[[str], list[FaceRecord]], pairs: Callable[[str], list[FacePair]],
@@ -41,12 +55,29 @@ def _records_then_pairs(records: Callable[[str], list[FaceRecord]], pairs: Calla
     return DataSource(samples, pairs, skipped or SkipLog())
 
 
+def _check_arguments(**minimums: tuple[float | None, float]) -> None:
+    """ValueError naming the first argument below its minimum: name=(value, minimum)."""
+    for name, (value, low) in minimums.items():
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def _pair_counts(pairs_per_split: dict[Split, int] | None) -> dict[str, int]:
+    """The pairs to draw per split: the defaults, updated by `pairs_per_split`."""
+    unknown = sorted(set(pairs_per_split or {}) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"pairs_per_split: unknown split {unknown[0]!r}; the splits are {', '.join(SPLITS)}")
+    _check_arguments(**{f"pairs_per_split.{k}": (v, 0) for k, v in (pairs_per_split or {}).items()})
+    return {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
+
+
 def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
-                     pairs_per_split: dict[str, int] | None = None, seed: int = 0, size: int = 112) -> DataSource:
+                     pairs_per_split: dict[Split, int] | None = None, seed: int = 0, size: int = 112) -> DataSource:
     """SynthFace faces (attributes, expression, age) and same/different pairs with simulated FR scores."""
     from facellm import synthface
 
-    n_pairs = {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
+    _check_arguments(n_identities=(n_identities, 1), images_per_identity=(images_per_identity, 1), size=(size, 32))
+    n_pairs = _pair_counts(pairs_per_split)
 
     @lru_cache(maxsize=None)
     def records(split: str) -> list[FaceRecord]:
@@ -60,11 +91,15 @@ def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
 
 
 def identity_pairs(records: list[FaceRecord], n_pairs: int, seed: int, source: str) -> list[FacePair]:
-    """Half genuine, half impostor pairs drawn from identity labels within one split."""
+    """Half genuine, half impostor pairs drawn from identity labels within one split.
+    A genuine pair is two different images: records naming one image twice count once."""
     rng = random.Random(f"pairs:{seed}:{source}")
     by_id: dict[str, list[FaceRecord]] = defaultdict(list)
+    seen: set[Any] = set()
     for r in records:
-        if r.identity is not None:
+        image = r.image if isinstance(r.image, str) else id(r.image)
+        if r.identity is not None and image not in seen:
+            seen.add(image)
             by_id[r.identity].append(r)
     multi = sorted(i for i, rs in by_id.items() if len(rs) > 1)
     ids = sorted(by_id)
@@ -81,9 +116,10 @@ def identity_pairs(records: list[FaceRecord], n_pairs: int, seed: int, source: s
     return out
 
 
-def with_fr_scores(pairs: Iterable[FacePair]) -> Iterator[FacePair]:
+def with_fr_scores(pairs: Iterable[FacePair], notes: SkipLog) -> Iterator[FacePair]:
     """Attach the real SFace similarity to pairs of photos; a pair whose images cannot be
-    read or show no face keeps `fr_score=None` (the build's face check reports it)."""
+    read or show no face keeps `fr_score=None` and is counted in `notes` (its images_only
+    rows are still built; the build's face check reports unreadable images)."""
     from facellm.fr import get_analyzer
     from facellm.images import load_image
 
@@ -93,6 +129,7 @@ def with_fr_scores(pairs: Iterable[FacePair]) -> Iterator[FacePair]:
             pair.fr_score = analyzer.similarity(_pil(pair.first.image, load_image), _pil(pair.second.image, load_image))
         except Exception:  # noqa: BLE001 - unreadable / face-less images are reported by the build
             pair.fr_score = None
+            notes.add(UNSCORED)
         yield pair
 
 
@@ -105,34 +142,48 @@ def celeba_source(root: str, pairs_per_split: dict[str, int] | None = None, fr_s
     """CelebA attributes (+ identity pairs when identity_CelebA.txt is present)."""
     from facellm.data.celeba import celeba_records
 
-    n_pairs = {"train": 2000, "validation": 200, "test": 400, **(pairs_per_split or {})}
-    skipped = SkipLog()
+    n_pairs = _pair_counts(pairs_per_split)
+    skipped, notes = SkipLog(), SkipLog()
 
     @lru_cache(maxsize=None)
     def records(split: str) -> list[FaceRecord]:
         return list(celeba_records(root, split=split, on_skip=skipped))
 
-    def pairs(split: str) -> Iterable[FacePair]:
+    @lru_cache(maxsize=None)  # scored once: the threshold and the build both read the train pairs
+    def pairs(split: str) -> list[FacePair]:
         made = identity_pairs(records(split), n_pairs[split], seed, "celeba")
-        return with_fr_scores(made) if fr_scores else made
+        return list(with_fr_scores(made, notes)) if fr_scores else made
 
-    return _records_then_pairs(records, pairs, skipped)
+    source = _records_then_pairs(records, pairs, skipped)
+    return _on_disk(source, root, lambda: celeba_records(root), notes)
+
+
+def _on_disk(source: DataSource, root: str, check: Callable[[], Any], notes: SkipLog | None = None) -> DataSource:
+    """`source` with the layout check and input fingerprint of the dataset folder `root`."""
+    source.check = check
+    source.inputs = lambda: folder_fingerprint(root)
+    source.notes = notes or source.notes
+    return source
 
 
 def lfw_source(root: str, pairs_file: str = "pairs.txt", fr_scores: bool = True) -> DataSource:
     """LFW verification pairs from pairs.txt, scored by SFace."""
     from facellm.data.lfw import lfw_pairs
 
-    def pairs(split: str) -> Iterable[FacePair]:
-        made = lfw_pairs(root, pairs_file, split=split)
-        return with_fr_scores(made) if fr_scores else made
+    skipped, notes = SkipLog(), SkipLog()
 
-    return DataSource(pairs, pairs)
+    @lru_cache(maxsize=None)  # scored once: the threshold and the build both read the train pairs
+    def pairs(split: str) -> list[FacePair]:
+        made = lfw_pairs(root, pairs_file, split=split, on_skip=skipped)
+        return list(with_fr_scores(made, notes) if fr_scores else made)
+
+    return _on_disk(DataSource(pairs, pairs, skipped), root, lambda: lfw_pairs(root, pairs_file), notes)
 
 
 def _records_only(parse: Callable[..., Iterable[FaceRecord]], root: str) -> DataSource:
     skipped = SkipLog()
-    return DataSource(lambda split: parse(root, split=split, on_skip=skipped), lambda split: [], skipped)
+    source = DataSource(lambda split: parse(root, split=split, on_skip=skipped), lambda split: [], skipped)
+    return _on_disk(source, root, lambda: parse(root))
 
 
 def rafdb_source(root: str) -> DataSource:

@@ -36,6 +36,8 @@ from facellm.schema import FaceRecord, Split
 GENDERS = ("male", "female")
 RACES = ("white", "black", "asian", "indian", "others")
 MALFORMED = "malformed UTKFace file name"
+MAX_AGE = 120  # UTKFace's oldest face is 116; a larger age is a mistyped name
+IMPLAUSIBLE = f"UTKFace age over {MAX_AGE}"
 LAYOUT = """\
   26_1_2_20170116174525125.jpg.chip.jpg ...   (age_gender_race_datetime, directly or in sub-folders)"""
 _NAME = re.compile(r"(\d{1,3})_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?")
@@ -45,8 +47,8 @@ def utkface_records(root: str | os.PathLike[str], split: Split | None = None,
                     on_skip: OnSkip | None = None) -> Iterator[FaceRecord]:
     """UTKFace records for every *.jpg under `root`, in sorted path order.
 
-    on_skip: called as on_skip(image path, "malformed UTKFace file name") for each image whose
-    name does not parse.
+    on_skip: called as on_skip(image path, MALFORMED) for each image whose name does not parse,
+    and as on_skip(image path, IMPLAUSIBLE) for an age over MAX_AGE.
     """
     check_split(split)
     root = dataset_root(root, "UTKFace", [], LAYOUT)
@@ -67,6 +69,10 @@ def _records(root: Path, split: Split | None, on_skip: OnSkip | None) -> Iterato
                 on_skip(str(path), MALFORMED)
             continue
         age, gender, race = (int(match.group(i)) for i in (1, 2, 3))
+        if age > MAX_AGE:
+            if on_skip is not None:
+                on_skip(str(path), IMPLAUSIBLE)
+            continue
         yield FaceRecord(id=f"utkface/{path.relative_to(root).as_posix()}", source="utkface",
                          split=row_split, image=str(path), age=float(age),
                          meta={"gender": GENDERS[gender], "race": RACES[race]})

@@ -1,11 +1,16 @@
 """The instruction dataset builder: layout, resume after interruption, skips, export."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
+from facellm.data import DUPLICATE
 from facellm.data.build import build_dataset, load_built, row_conversation
+from facellm.data.errors import DatasetFormatError
 from facellm.data.export import export_dataset
 from facellm.schema import FacePair, FaceRecord
 from facellm.tasks import AttributeTask, ExpressionTask, VerificationTask
@@ -143,9 +148,170 @@ def test_recipe_reports_label_rows_the_parser_left_out(tmp_path, capsys):
     root = fx.write_utkface(tmp_path / "utk")
     config = tmp_path / "utk.yaml"
     config.write_text(f"dataset: utkface\ndataset_args: {{root: {root}}}\ntasks: {{age: {{}}}}\n"
-                      f"output_dir: {tmp_path / 'out'}\n")
+                      f"align: {{enabled: false}}\noutput_dir: {tmp_path / 'out'}\n")  # shapes: no face to align
     assert recipe.main(["--config", str(config)]) == 0
     report = json.loads((tmp_path / "out" / "build_report.json").read_text())
     assert sum(report["parse_skipped"].values()) == len(fx.UTKFACE_BAD)
     assert sum(sum(s["rows"].values()) for s in report["splits"].values()) == len(fx.UTKFACE_GOOD)
     assert "left out by the parser" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad input: the recipe end to end
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_recipe(config: Path, *overrides: str) -> int:
+    from instruct_data import build as recipe
+
+    return recipe.main(["--config", str(config), *overrides])
+
+
+def write_config(path: Path, **values) -> Path:
+    """A data build YAML; images are stored as given (no alignment) unless `align` says otherwise."""
+    path.write_text(yaml.safe_dump({"align": {"enabled": False}, **values}))
+    return path
+
+
+def utkface_config(tmp_path: Path) -> Path:
+    from tests.data import fixtures as fx
+
+    return write_config(tmp_path / "utk.yaml", dataset="utkface", dataset_args={"root": str(fx.write_utkface(tmp_path / "utk"))},
+                        tasks={"age": {}}, output_dir=str(tmp_path / "out"))
+
+
+def test_empty_shards_are_counted_and_the_build_goes_on(tmp_path):
+    report = build_dataset(make_samples, TASKS, tmp_path, shard_size=4, progress=False,
+                           image_check=lambda im: "no face detected")
+    assert all(info["rows"] == {} and info["shards"] == 5 for info in report["splits"].values())
+    assert report["empty_splits"] == ["train", "validation", "test"]
+    assert report["splits"]["train"]["skipped"] == {"no face detected": 18}
+    assert all(len(split) == 0 for split in load_built(tmp_path).values())
+
+
+@pytest.mark.parametrize("name", ["utkface", "fairface"])
+def test_shipped_config_on_the_fixture_whose_faces_are_not_found(name, tmp_path, capsys):
+    from tests.data import fixtures as fx
+
+    root = getattr(fx, f"write_{name}")(tmp_path / name)  # drawn shapes: YuNet finds no face
+    config = ROOT / "instruct_data" / "configs" / f"{name}.yaml"
+    assert run_recipe(config, f"dataset_args.root={root}", f"output_dir={tmp_path / 'out'}") == 0
+    out = capsys.readouterr().out
+    assert "warning: no rows in train, validation, test" in out
+    assert json.loads((tmp_path / "out" / "build_report.json").read_text())["empty_splits"]
+    assert run_recipe(config, f"dataset_args.root={root}", f"output_dir={tmp_path / 'out'}") == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def celeba_pairs_config(tmp_path: Path, root: Path) -> Path:
+    args = {"root": str(root), "fr_scores": False, "pairs_per_split": {"train": 20}}
+    return write_config(tmp_path / "c.yaml", dataset="celeba", dataset_args=args,
+                        tasks={"verification": {"variants": ["images_only"]}}, output_dir=str(tmp_path / "out"))
+
+
+def test_verification_only_celeba_whose_records_make_no_pair(tmp_path, capsys):
+    from tests.data import fixtures as fx
+
+    root = fx.write_celeba(tmp_path / "celeba")  # one image per identity: no genuine pair, no row
+    assert run_recipe(celeba_pairs_config(tmp_path, root)) == 0
+    assert "warning: no rows in train, validation, test" in capsys.readouterr().out
+    assert len(load_built(tmp_path / "out")["train"]) == 0
+
+
+def test_overwrite_with_a_wrong_root_keeps_the_finished_dataset(tmp_path, capsys):
+    config = utkface_config(tmp_path)
+    assert run_recipe(config) == 0
+    before = load_built(tmp_path / "out")["train"]["id"]
+    assert run_recipe(config, "--overwrite", f"dataset_args.root={tmp_path / 'typo'}") == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'typo'}: no such UTKFace folder" in err and "Traceback" not in err
+    assert load_built(tmp_path / "out")["train"]["id"] == before
+    assert run_recipe(config) == 0 and "nothing to do" in capsys.readouterr().out
+
+
+def test_overwrite_that_fails_midway_keeps_the_finished_dataset(tmp_path):
+    build_dataset(make_samples, TASKS, tmp_path, fingerprint={"seed": 0}, progress=False)
+
+    def dying(split):
+        yield from make_samples(split)[:5]
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        build_dataset(dying, TASKS, tmp_path, shard_size=4, fingerprint={"seed": 1}, overwrite=True, progress=False)
+    assert len(load_built(tmp_path)["train"]) == 48
+    assert json.loads((tmp_path / "build_report.json").read_text())["fingerprint"] == {"seed": 0}
+
+
+def test_a_run_that_failed_before_any_shard_does_not_block_the_corrected_rerun(tmp_path, capsys):
+    def wrong_root(split):
+        raise DatasetFormatError(tmp_path / "typo", "no such folder")
+
+    with pytest.raises(DatasetFormatError):
+        build_dataset(wrong_root, TASKS, tmp_path, fingerprint={"root": "typo"}, progress=False)
+    build_dataset(make_samples, TASKS, tmp_path, fingerprint={"root": "right"}, progress=False)
+    assert len(load_built(tmp_path)["train"]) == 48
+
+    config = utkface_config(tmp_path / "recipe")
+    assert run_recipe(config, f"dataset_args.root={tmp_path / 'typo'}") == 2
+    assert run_recipe(config) == 0
+
+
+def test_a_changed_input_file_is_rebuilt(tmp_path, capsys):
+    from tests.data import fixtures as fx
+
+    config = utkface_config(tmp_path)
+    assert run_recipe(config) == 0
+    before = sum(sum(s["rows"].values()) for s in json.loads((tmp_path / "out" / "build_report.json").read_text())["splits"].values())
+    fx.shape_jpeg(tmp_path / "utk" / "50_0_1_20170117000000000.jpg.chip.jpg", seed=9)
+    capsys.readouterr()
+    assert run_recipe(config) == 2  # another input: refused like another config, not "nothing to do"
+    assert "other input files" in capsys.readouterr().err
+    assert run_recipe(config, "--overwrite") == 0
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert sum(sum(s["rows"].values()) for s in report["splits"].values()) == before + 1
+
+
+def test_duplicate_label_rows_are_dropped_and_counted(tmp_path):
+    from tests.data import fixtures as fx
+
+    root = fx.write_celeba(tmp_path / "celeba")
+    fx.replace_line(root / "identity_CelebA.txt", 2, "000002.jpg 2880")  # images 1 and 2: one person
+    attr = root / "list_attr_celeba.txt"
+    lines = attr.read_text().splitlines()
+    fx.write_text(attr, ["7", *lines[1:], lines[2]])  # 000001.jpg labelled twice
+    assert run_recipe(celeba_pairs_config(tmp_path, root)) == 0
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["parse_skipped"] == {DUPLICATE: 1}
+    rows = load_built(tmp_path / "out")["train"]
+    assert len(rows) == 20 and len(set(rows["id"])) == len(rows)
+    pairs = [json.loads(gt)["sample"] for gt in rows["gt"]]
+    assert all(p["first"]["id"] != p["second"]["id"] for p in pairs)
+    assert {p["first"]["id"] for p in pairs if p["same"]} <= {"celeba/000001.jpg", "celeba/000002.jpg"}
+
+
+def test_lfw_without_training_folds_says_its_threshold_is_a_fallback(tmp_path, capsys):
+    from facellm.data.sources import UNSCORED
+    from tests.data import fixtures as fx
+
+    root = fx.write_lfw(tmp_path / "lfw")  # pairsDevTest.txt: test pairs only; person B is a drawn shape
+    config = write_config(tmp_path / "l.yaml", dataset="lfw", dataset_args={"root": str(root), "pairs_file": "pairsDevTest.txt"},
+                          tasks={"verification": {}}, output_dir=str(tmp_path / "out"))
+    assert run_recipe(config) == 0
+    out = capsys.readouterr().out
+    assert "warning: score_decision threshold 0.5000 (default: no training pair has an FR score" in out
+    assert f"warning: 2 x {UNSCORED}" in out
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["decision_threshold"]["fallback"] and report["notes"] == {UNSCORED: 2}
+
+
+def test_an_error_midway_prints_on_its_own_line_and_datasets_bars_stay_quiet(tmp_path, capsys):
+    from tests.data import fixtures as fx
+
+    root = fx.write_rafdb(tmp_path / "rafdb")
+    fx.replace_line(root / "EmoLabel" / "list_patition_label.txt", 25, "test_0005.jpg 9")
+    config = write_config(tmp_path / "r.yaml", dataset="rafdb", dataset_args={"root": str(root)},
+                          tasks={"expression": {}}, output_dir=str(tmp_path / "out"), shard_size=4)
+    assert run_recipe(config) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"(^|\n)error: .*list_patition_label.txt line 25: label must be 1..7", err), err
+    assert "Creating parquet" not in err and "Traceback" not in err

@@ -432,3 +432,78 @@ def test_error_and_skip_log_formats():
     for reason in ["corrupt image", "no face", "corrupt image"]:
         skips("/some/path.jpg", reason)
     assert skips.total == 3 and str(skips) == "skipped 3: corrupt image 2, no face 1"
+
+
+# --- bad label rows that must not pass silently ------------------------------------------------
+
+DUPLICATED = {  # dataset -> (label file, the data line to repeat at its end)
+    "celeba": ("list_attr_celeba.txt", 3),
+    "rafdb": ("EmoLabel/list_patition_label.txt", 1),
+    "affectnet": ("training.csv", 2),
+    "fairface": ("fairface_label_train.csv", 2),
+}
+
+
+@pytest.mark.parametrize("name", DUPLICATED)
+def test_a_label_row_repeated_is_skipped_and_counted(name, tmp_path):
+    from facellm.data import DUPLICATE
+
+    writer, parse, _, count = DATASETS[name]
+    root = writer(tmp_path / name)
+    label_file, line = DUPLICATED[name]
+    lines = (root / label_file).read_text().splitlines()
+    if name == "celeba":
+        lines[0] = str(int(lines[0]) + 1)  # the image count counts the repeated row too
+    fx.write_text(root / label_file, [*lines, lines[line - 1]])
+    skips = SkipLog()
+    records = list(parse(root, on_skip=skips))
+    assert len(records) == len({r.id for r in records}) == count
+    assert skips.counts[DUPLICATE] == 1
+    per_split = SkipLog()
+    assert sum(len(list(parse(root, split=s, on_skip=per_split))) for s in SPLITS) == count
+    assert per_split.counts[DUPLICATE] == 1
+
+
+def test_celeba_identity_given_twice_differently_is_refused(tmp_path):
+    root = fx.write_celeba(tmp_path / "celeba")
+    fx.write_text(root / "identity_CelebA.txt", [*(root / "identity_CelebA.txt").read_text().splitlines(),
+                                                 "000001.jpg 17"])
+    with pytest.raises(DatasetFormatError, match=r"identity_CelebA.txt line 7: 000001.jpg is listed "
+                                                 r"again with another value \('2880' before, '17' here\)"):
+        list(celeba_records(root))
+
+
+def test_utkface_implausible_age_is_skipped_and_counted(tmp_path):
+    from facellm.data.utkface import IMPLAUSIBLE
+
+    root = fx.write_utkface(tmp_path / "utk")
+    fx.shape_jpeg(root / "999_0_0_20170116174525125.jpg.chip.jpg")
+    skips = SkipLog()
+    records = list(utkface_records(root, on_skip=skips))
+    assert len(records) == len(fx.UTKFACE_GOOD) and max(r.age for r in records) <= 120
+    assert skips.counts[IMPLAUSIBLE] == 1
+
+
+def test_lfw_pair_of_an_image_with_itself_is_skipped(tmp_path):
+    from facellm.data.lfw import SELF_PAIR
+
+    root = fx.write_lfw(tmp_path / "lfw")
+    a, _ = fx.lfw_people(1)
+    fx.replace_line(root / "pairs.txt", 2, f"{a}\t1\t1")
+    skips = SkipLog()
+    pairs = list(lfw_pairs(root, on_skip=skips))
+    assert len(pairs) == 19 and skips.counts == {SELF_PAIR: 1}
+    assert all(p.first.image != p.second.image for p in pairs)
+    assert pairs[0].id == "lfw/pairs.txt/1"  # the other pairs keep their ids
+
+
+def test_identity_pairs_never_pair_an_image_with_itself(tmp_path):
+    from facellm.data.sources import identity_pairs
+
+    image = str(fx.face_jpeg(tmp_path / "a.jpg"))
+    twice = [FaceRecord(f"x/{k}", "x", "train", image, identity="1") for k in range(2)]
+    others = [FaceRecord(f"x/b{k}", "x", "train", str(fx.shape_jpeg(tmp_path / f"b{k}.jpg", k)), identity="2")
+              for k in range(2)]
+    pairs = identity_pairs(twice + others, 200, seed=0, source="x")
+    assert pairs and all(p.first.image != p.second.image for p in pairs)
+    assert {p.first.identity for p in pairs if p.same} == {"2"}  # person 1 has one image, named twice
