@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facellm.config import ConfigError, load_config
+from facellm.config import ConfigError, at_least, load_config, positive
+from facellm.schema import Split
 
 
 @dataclass
@@ -33,9 +34,9 @@ class EvalConfig:
     server_url: str | None = None           # attach to a running vLLM server instead of starting one
     tasks: list[str] | None = None          # None: every task in the dataset
     rows_per_group: int | None = None       # first N test rows per (task, variant); None = all
-    calibration_split: str = "validation"   # LR calibrators and the embedding LR are fitted here
+    calibration_split: Split = "validation"  # LR calibrators and the embedding LR are fitted here
     calibration_rows_per_variant: int | None = None
-    test_split: str = "test"
+    test_split: Split = "test"
     max_tokens: int = 384
     batch_size: int = 64
     likelihood: bool = True                 # model-likelihood LLRs (facellm.evaluation)
@@ -58,6 +59,9 @@ def validate(cfg: EvalConfig) -> None:
             raise ConfigError(f"tasks: unknown task {task!r}; known: {', '.join(registry.TASKS)}")
     if len({s.name for s in cfg.systems}) != len(cfg.systems):
         raise ConfigError("system names must be unique")
+    for name in ("rows_per_group", "calibration_rows_per_variant", "max_tokens", "batch_size"):
+        at_least(getattr(cfg, name), 1, name)
+    positive(cfg.embedding_reg_covar, "embedding_reg_covar")
 
 
 def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str | None = None) -> list[dict]:

@@ -15,6 +15,7 @@ serve/); this module only finds and runs them (`python -m <recipe>` does the sam
 
 from __future__ import annotations
 
+import difflib
 import runpy
 import sys
 from pathlib import Path
@@ -33,8 +34,25 @@ COMMANDS: dict[str, str] = {
 RECIPE_DIRS = ("instruct_data", "finetune", "eval", "demo", "serve")
 
 
-def _usage() -> str:
-    return __doc__.split("\n\n")[1]
+def _usage(group: str | None = None) -> str:
+    """The usage lines of every command, or of one group's (`facellm data`)."""
+    lines = __doc__.split("\n\n")[1].splitlines()
+    return "\n".join(line for line in lines if group is None or line.split()[1] == group)
+
+
+def _groups() -> set[str]:
+    return {words.split()[0] for words in COMMANDS if len(words.split()) > 1}
+
+
+def _unknown(argv: list[str]) -> str:
+    """The error for a command that is not one, with the closest command when there is one."""
+    if argv[0] in _groups():  # `facellm data biuld`: compare with the group's commands
+        typed, known = " ".join(argv[:2]), [w for w in COMMANDS if w.split()[0] == argv[0]]
+    else:
+        typed, known = argv[0], sorted({w.split()[0] for w in COMMANDS} | {"ls"})
+    close = difflib.get_close_matches(typed, known, n=1)
+    hint = f"; did you mean 'facellm {close[0]}'?" if close else ""
+    return f"error: unknown command {typed!r}{hint}\n{_usage()}"
 
 
 def run_recipe(module: str, argv: list[str]) -> int:
@@ -63,7 +81,9 @@ def list_things(what: str | None) -> int:
                             for d in RECIPE_DIRS for p in sorted((ROOT / d).rglob("*.yaml"))},
     }
     if what is not None and what not in tables:
-        print(f"error: facellm ls {what}: choose from {', '.join(tables)}", file=sys.stderr)
+        close = difflib.get_close_matches(what, list(tables), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        print(f"error: facellm ls {what}: choose from {', '.join(tables)}{hint}", file=sys.stderr)
         return 2
     for name in [what] if what else list(tables):
         print(f"{name}:")
@@ -88,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         n = len(words.split())
         if argv[:n] == words.split():
             return run_recipe(module, argv[n:])
-    print(f"error: unknown command {' '.join(argv[:2])!r}\n{_usage()}", file=sys.stderr)
+    if argv[0] in _groups() and argv[1:2] in ([], ["-h"], ["--help"]):
+        print(_usage(argv[0]))
+        return 0
+    print(_unknown(argv), file=sys.stderr)
     return 2
 
 

@@ -68,7 +68,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _unknown(name: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-    return ConfigError(f"unknown key {name!r} in {where}{hint}")
+    return ConfigError(f"unknown key {name!r} in {where.rstrip(':')}{hint}")
+
+
+def _key(where: str, name: str) -> str:
+    """The dotted name of key `name` inside `where` ("run.yaml:" is a file's top level)."""
+    return f"{where} {name}" if where.endswith(":") else f"{where}.{name}"
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
@@ -83,9 +88,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+            kwargs[name] = _convert(hints[name], data[name], _key(where, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where} is missing the required key {name!r}")
+            raise ConfigError(f"{where.rstrip(':')} is missing the required key {name!r}")
     return cls(**kwargs)
 
 
@@ -105,16 +110,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         for k in value:  # a mistyped key of a Literal-keyed mapping would silently mean "default"
             if typing.get_origin(key_t) is typing.Literal and k not in typing.get_args(key_t):
                 raise _unknown(k, list(typing.get_args(key_t)), where)
-        return {k: _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _convert(val_t, v, _key(where, k)) for k, v in value.items()}
     if origin in (list, tuple) and value is not None:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         (item_t, *_) = typing.get_args(hint) or (Any,)
         return origin(_convert(item_t, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint in (int, float) and isinstance(value, bool) or hint in (int, float) and not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if hint is int and not isinstance(value, int):
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):  # 1.5 is no seed
         raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     if hint is float:
         return float(value)
     if hint is str and not isinstance(value, str):
@@ -131,7 +136,17 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     data = apply_overrides(read_yaml(path), list(overrides or []))
-    return from_dict(cls, data, str(path))
+    return from_dict(cls, data, f"{path}:")
+
+
+def load_checked(cls: type[T], path: str | Path, overrides: list[str], validate: Callable[[T], None]) -> T:
+    """`load_config`, then the recipe's `validate`; every ConfigError names the config file."""
+    cfg = load_config(cls, path, overrides)
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return cfg
 
 
 def check_call(fn: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
@@ -155,6 +170,12 @@ def at_least(value: float | None, low: float, where: str) -> None:
     """ConfigError unless `value` is None or >= low."""
     if value is not None and value < low:
         raise ConfigError(f"{where} must be >= {low}, got {value!r}")
+
+
+def positive(value: float | None, where: str) -> None:
+    """ConfigError unless `value` is None or > 0."""
+    if value is not None and value <= 0:
+        raise ConfigError(f"{where} must be > 0, got {value!r}")
 
 
 def between(value: float | None, low: float, high: float, where: str, *, closed: bool = False) -> None:

@@ -11,13 +11,13 @@ processor and chat template the server must use, metrics.jsonl and loss.png.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from facellm.config import ConfigError, check_call, load_config
+from facellm.config import ConfigError, at_least, load_checked, overrides_epilog, positive
+from facellm.schema import Split
 
 
 @dataclass
@@ -26,6 +26,8 @@ class LoraArgs:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: str | None = None      # regex; None = the model entry's language-model linear layers
+    vision: bool = False                   # also the vision tower and merger (Qwen2-VL; vLLM serves it
+                                           # with --enable-tower-connector-lora, which facellm serve adds)
 
 
 @dataclass
@@ -36,7 +38,7 @@ class TrainArgs:
     grad_accum: int = 1
     lr: float = 5e-4
     warmup: int = 50
-    lr_schedule: str = "cosine"
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     seed: int = 0
@@ -47,12 +49,12 @@ class TrainArgs:
     threads: int | None = None
     max_length: int | None = None          # longer rows raise; never truncated
     gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"          # bf16 on GPUs that have it, fp32 on CPU
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # bf16 on GPUs that have it, fp32 on CPU
 
 
 @dataclass
 class EvalArgs:
-    split: str = "validation"
+    split: Split = "validation"
     rows: int = 48                          # rows scored at each periodic evaluation
     max_tokens: int = 320
 
@@ -70,19 +72,34 @@ class SFTConfig:
 
 
 def validate(cfg: SFTConfig) -> None:
-    """Cheap checks before anything is loaded (the LoRA target is checked on the loaded model)."""
+    """Cheap checks before torch is imported or anything loaded (the LoRA target is checked on
+    the loaded model). TrainArgs mirrors `facellm.training.train`'s arguments (a test binds them)."""
     from facellm import registry
-    from facellm.training import train
 
     if cfg.model not in registry.models() and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise ConfigError(_unknown_model(cfg.model, list(registry.models())))
-    if cfg.lora.r < 1:
-        raise ConfigError(f"lora.r must be >= 1, got {cfg.lora.r}")
     for task in cfg.tasks or ():
         if task not in registry.TASKS:
             raise ConfigError(f"tasks: unknown task {task!r}; known: {', '.join(registry.TASKS)}")
-    bound = functools.partial(train, None, None, None, output_dir=cfg.output_dir)  # model, processor, rows
-    check_call(bound, {**asdict(cfg.train), **_lora_kwargs(cfg.lora)}, "train")
+    at_least(cfg.lora.r, 1, "lora.r")
+    positive(cfg.lora.alpha, "lora.alpha")
+    if not 0 <= cfg.lora.dropout < 1:
+        raise ConfigError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout!r}")
+    _validate_train(cfg.train)
+    at_least(cfg.eval.rows, 1, "eval.rows")
+    at_least(cfg.eval.max_tokens, 1, "eval.max_tokens")
+
+
+def _validate_train(t: TrainArgs) -> None:
+    if t.steps is None and t.epochs is None:
+        raise ConfigError("train.steps or train.epochs must be set")
+    for name in ("steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
+                 "threads", "max_length"):
+        at_least(getattr(t, name), 1, f"train.{name}")
+    for name in ("epochs", "lr", "max_grad_norm"):
+        positive(getattr(t, name), f"train.{name}")
+    at_least(t.warmup, 0, "train.warmup")
+    at_least(t.weight_decay, 0, "train.weight_decay")
 
 
 def _unknown_model(name: str, known: list[str]) -> str:
@@ -108,7 +125,7 @@ def load_rows(dataset: str, split: str, tasks: list[str] | None):
 def run(cfg: SFTConfig, resume: bool) -> Path:
     from facellm.evaluation import quick_eval
     from facellm.models import get_model_spec, load_model
-    from facellm.models.lora import check_targets, lora_config, merge_adapter
+    from facellm.models.lora import check_targets, lora_config, lora_targets, merge_adapter
     from facellm.training import train
 
     train_rows = load_rows(cfg.dataset, "train", cfg.tasks)
@@ -116,7 +133,7 @@ def run(cfg: SFTConfig, resume: bool) -> Path:
     eval_rows = eval_rows.shuffle(seed=0).select(range(min(cfg.eval.rows, len(eval_rows))))
     model, processor = load_model(cfg.model)
     spec = get_model_spec(cfg.model) if cfg.model in _registry_names() else None
-    targets = cfg.lora.target_modules or (spec.lora_target_modules if spec else None)
+    targets = cfg.lora.target_modules or (lora_targets(spec, cfg.lora.vision) if spec else None)
     check_targets(model, lora_config(targets or _default_targets(), r=cfg.lora.r, alpha=cfg.lora.alpha,
                                      dropout=cfg.lora.dropout))
     train(model, processor, train_rows, output_dir=cfg.output_dir, resume=resume,
@@ -146,14 +163,15 @@ def _base_dir(model: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facellm train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
+    parser = argparse.ArgumentParser(prog="facellm train", description=__doc__.splitlines()[0],
+                                     usage="%(prog)s --config YAML [--resume] [--check] [key=value ...]",
+                                     epilog=overrides_epilog("lora.r=16 train.steps=500"), allow_abbrev=False)
+    parser.add_argument("--config", required=True, help="a fine-tuning YAML (facellm ls configs)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     args, overrides = parser.parse_known_args(argv)
     try:
-        cfg = load_config(SFTConfig, args.config, overrides)
-        validate(cfg)
+        cfg = load_checked(SFTConfig, args.config, overrides, validate)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facellm.config import ConfigError, at_least, between, check_call, load_config, overrides_epilog
+from facellm.config import ConfigError, at_least, between, check_call, load_checked, overrides_epilog
 from facellm.data.build import build_dataset
 from facellm.registry import get_dataset, get_task
 from facellm.tasks.verification import VerificationTask, decision_threshold
@@ -66,7 +66,7 @@ def validate(cfg: BuildConfig) -> None:
 
 
 def _check_source(dataset: str, args: dict[str, Any]) -> None:
-    where = f"dataset_args of {dataset}"
+    where = "dataset_args"
     builder = get_dataset(dataset)
     check_call(builder, args, where)
     try:
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     args, overrides = parser.parse_known_args(argv)
     try:
-        cfg = load_config(BuildConfig, args.config, overrides)
-        validate(cfg)
+        cfg = load_checked(BuildConfig, args.config, overrides, validate)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

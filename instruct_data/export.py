@@ -12,7 +12,8 @@ from facellm.data.export import FORMATS, export_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facellm data export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="facellm data export", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("--dataset", required=True, help="a `facellm data build` output folder")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True)

@@ -2,6 +2,8 @@
 anything; bad configs fail with a clear message before any work starts."""
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,64 @@ def test_shipped_config_validates(path, capsys):
     ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "train.stepz=3", "did you mean steps"),
     ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "train.lr=fast", "must be a number"),
     ("eval.run", "eval/configs/synthface_tiny.yaml", "backend=tgi", "backend must be one of"),
+    # values that passed --check and failed later (issue 10)
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "seed=1.5", "seed must be an integer, got 1.5"),
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "decision_fmr=5", "decision_fmr must be in (0, 1)"),
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "dataset_args.pairs_per_split={trian: 10}",
+     "unknown key 'trian' in dataset_args.pairs_per_split; did you mean train?"),
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "dataset_args.n_identities=abc",
+     "dataset_args.n_identities must be an integer, got 'abc'"),
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "dataset_args.n_identities=-3",
+     "n_identities must be >= 1, got -3"),
+    ("instruct_data.build", "instruct_data/configs/celeba.yaml", "dataset_args.fr_scores=maybe", "true or false"),
+    ("instruct_data.build", "instruct_data/configs/synthface.yaml", "--overwrit", "unknown option '--overwrit'"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "train.steps=-5", "train.steps must be >= 1, got -5"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "train.batch_size=0", "train.batch_size must be >= 1"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "lora.dropout=2.0", "lora.dropout must be in [0, 1)"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "eval.split=dev",
+     "eval.split must be one of train, validation, test, got 'dev'"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "train.lr_schedule=cosin", "did you mean cosine"),
+    ("finetune.lora_sft", "finetune/configs/facellm_tiny.yaml", "--resum", "unknown option '--resum'"),
+    ("finetune.build_default", "finetune/configs/facellm_tiny_base.yaml", "size=big", "size must be one of test, small"),
+    ("finetune.build_default", "finetune/configs/facellm_tiny_base.yaml", "steps=0", "steps must be >= 1"),
+    ("eval.run", "eval/configs/synthface_tiny.yaml", "test_split=dev", "test_split must be one of"),
+    ("eval.run", "eval/configs/synthface_tiny.yaml", "batch_size=0", "batch_size must be >= 1"),
 ])
 def test_bad_config_is_refused(module, config, override, message, capsys):
     recipe = importlib.import_module(module)
     assert recipe.main(["--config", str(ROOT / config), override, "--check"]) == 2
     assert message.lower() in capsys.readouterr().err.lower()
+
+
+@pytest.mark.parametrize("command, config", [
+    ("data build", "instruct_data/configs/celeba.yaml"), ("train", "finetune/configs/facellm_tiny.yaml"),
+    ("models build-default", "finetune/configs/facellm_tiny_base.yaml"), ("eval", "eval/configs/synthface_tiny.yaml"),
+])
+def test_check_imports_nothing_heavy(command, config):
+    code = (f"import sys; from facellm.cli import main; rc = main({[*command.split(), '--config', config, '--check']!r}); "
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'cv2', 'gradio', 'vllm') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+def test_recipe_configs_mirror_what_they_configure():
+    """What --check cannot see without importing torch: the train arguments and model sizes."""
+    import inspect
+    import typing
+    from dataclasses import fields
+
+    from facellm.models.default import SIZES
+    from facellm.training import train
+    from finetune.build_default import BuildDefaultConfig
+    from finetune.lora_sft import LoraArgs, TrainArgs, _lora_kwargs
+
+    params = inspect.signature(train).parameters
+    assert {f.name for f in fields(TrainArgs)} | set(_lora_kwargs(LoraArgs())) <= set(params)
+    hints, train_hints = typing.get_type_hints(TrainArgs), typing.get_type_hints(train)
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is typing.Literal:
+            assert hint == train_hints[name], name
+    assert typing.get_args(typing.get_type_hints(BuildDefaultConfig)["size"]) == tuple(SIZES)
 
 
 def test_overrides_and_strictness(tmp_path):
