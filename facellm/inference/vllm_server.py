@@ -7,7 +7,9 @@ Scoring: the same endpoint with the assistant turn included, `add_generation_pro
 `prompt_logprobs: 0` and `return_token_ids: true` (vLLM extensions; /v1/completions takes no
 images); the server renders the conversation with its template, and three text-only
 POST /tokenize calls locate the continuation's tokens at its end (`base.scored_span`).
-Requests in a list run on a thread pool, at most `max_concurrency` at a time.
+Requests in a list run on a thread pool, at most `max_concurrency` at a time. A request the
+connection drops (reset, closed without an answer, refused) is sent again: generation is greedy
+or seeded and scoring reads fixed text, so an answer to a resent request is the same answer.
 
     >>> backend = VLLMServerBackend("http://127.0.0.1:8000", max_concurrency=32)
     >>> replies = backend.chat([ChatRequest([face], "Describe the face.", adapter="lora_a")] * 100)
@@ -46,6 +48,13 @@ from facellm.inference.base import (
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 2**20  # of PNG data per image, before base64
 
+# Idle pooled connections are dropped well before vLLM's own keep-alive limit
+# (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): at equal limits a request sent on a connection the server
+# is closing at that moment dies with "Connection reset by peer".
+KEEPALIVE_EXPIRY_S = 2.0
+# Failures of the connection, not of the request: sending the request again is safe.
+TRANSIENT_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+
 # Plain sampling whatever the server's defaults (vLLM takes them from the model's
 # generation_config.json, e.g. repetition_penalty=1.05 for Qwen2-VL-Instruct): the other
 # backends sample without them, and greedy must mean argmax everywhere.
@@ -63,9 +72,9 @@ class VLLMServerBackend:
     max_concurrency: most requests in flight at once from one call.
     timeout_s: limit for one request's answer (RequestTimeout past it).
     connect_timeout_s: limit for opening a connection.
-    connect_attempts / backoff_s: a request the server does not take (connection refused or
-        dropped, 503 while starting) is retried this many times in all, waiting backoff_s,
-        2*backoff_s, ... in between; then BackendUnavailable.
+    connect_attempts / backoff_s: a request the connection fails (refused, reset, closed
+        without an answer) or the server does not take (503 while starting) is sent this many
+        times in all, waiting backoff_s, 2*backoff_s, ... in between; then BackendUnavailable.
     max_images / max_image_pixels / max_image_bytes: limits checked before anything is sent.
     api_key: the server's --api-key, if it has one."""
 
@@ -86,7 +95,8 @@ class VLLMServerBackend:
         self._served: list[dict[str, Any]] | None = None
         self._client = httpx.Client(
             base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency,
+                                keepalive_expiry=KEEPALIVE_EXPIRY_S),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
 
@@ -95,7 +105,7 @@ class VLLMServerBackend:
     def served_models(self, refresh: bool = False) -> list[str]:
         """Names the server answers to (GET /v1/models): the base model, then the adapters."""
         if self._served is None or refresh:
-            self._served = self._json("GET", "/v1/models")["data"]
+            self._served = self._json("GET", "/v1/models", expect=("data",))["data"]
         return [entry["id"] for entry in self._served]
 
     @property
@@ -161,7 +171,7 @@ class VLLMServerBackend:
 
     def _chat_one(self, request: ChatRequest) -> ChatResponse:
         payload = self._chat_payload(request)
-        data = self._json("POST", "/v1/chat/completions", payload)
+        data = self._json("POST", "/v1/chat/completions", payload, expect=("choices", "usage"))
         choice = data["choices"][0]
         ids = choice.get("token_ids") or []
         response = ChatResponse(
@@ -190,7 +200,7 @@ class VLLMServerBackend:
         data = self._json("POST", "/v1/chat/completions", {
             "model": model, "messages": messages, "add_generation_prompt": False,
             "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0, "return_token_ids": True,
-        })
+        }, expect=("prompt_logprobs", "prompt_token_ids"))
         logprobs = data["prompt_logprobs"]
         return span_logprobs(span, data["prompt_token_ids"], lambda p, t: logprobs[p][str(t)]["logprob"])
 
@@ -199,7 +209,7 @@ class VLLMServerBackend:
         return self._json("POST", "/tokenize", {
             "model": self.base_model, "messages": messages, "add_generation_prompt": add_generation_prompt,
             "continue_final_message": continue_final_message,
-        })["tokens"]
+        }, expect=("tokens",))["tokens"]
 
     def _model_name(self, adapter: str | None) -> str:
         if adapter is None:
@@ -237,11 +247,24 @@ class VLLMServerBackend:
         with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
             return list(pool.map(fn, requests))
 
-    def _json(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _json(self, method: str, path: str, payload: dict[str, Any] | None = None,
+              expect: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The server's JSON answer; BackendError, naming the URL, when it is an error, is not
+        JSON, or lacks (or has empty) a field of `expect`: an address that is not a vLLM server."""
         response = self._send(method, path, payload)
         if response.status_code != 200:
             self._raise_for(response, (payload or {}).get("model"))
-        return response.json()
+        where = f"{method} {self.url}{path}"
+        try:
+            data = response.json()
+        except ValueError:
+            raise BackendError(f"{where} answered with a body that is not JSON ({_snippet(response.text)}): "
+                               "is this a vLLM server?") from None
+        missing = [key for key in expect if not (isinstance(data, dict) and data.get(key))]
+        if missing:
+            raise BackendError(f"{where} answered JSON without {', '.join(missing)} "
+                               f"({_snippet(response.text)}): is this a vLLM server?")
+        return data
 
     def _send(self, method: str, path: str, payload: dict[str, Any] | None = None,
               stream: bool = False) -> httpx.Response:
@@ -251,7 +274,7 @@ class VLLMServerBackend:
             try:
                 request = self._client.build_request(method, path, json=payload)
                 response = self._client.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+            except TRANSIENT_ERRORS as e:
                 cause = f"{type(e).__name__}: {e}"
             except httpx.TimeoutException as e:
                 raise RequestTimeout(f"{method} {self.url}{path} got no answer within {self.timeout_s} s "
@@ -271,8 +294,14 @@ class VLLMServerBackend:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
-            message = response.text[:500]
+            message = _snippet(response.text)
         if response.status_code == 404 and model is not None and "does not exist" in message:
             raise UnknownAdapterError(model, self.served_models(refresh=True), self.url)
         raise BackendError(f"{response.request.method} {self.url}{response.request.url.path} answered "
                            f"{response.status_code}: {message}")
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    """A body's start on one line, for an error message."""
+    flat = " ".join(text.split())
+    return repr(flat[:limit] + ("..." if len(flat) > limit else ""))

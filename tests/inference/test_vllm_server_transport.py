@@ -1,0 +1,51 @@
+"""facellm's server client against connections that fail the way the main job's did (keep-alive
+races: "[Errno 104] Connection reset by peer") and against addresses that are no vLLM server,
+on a small pure-Python OpenAI-compatible server (tests/inference/fake_openai_server.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from facellm.inference.base import BackendError, BackendUnavailable, ChatRequest
+from facellm.inference.vllm_server import VLLMServerBackend
+from tests.inference.fake_openai_server import FakeOpenAIServer
+
+
+def test_dropped_and_reset_connections_are_resent_and_every_reply_arrives(faces):
+    # The server closes connections idle 0.2 s (the client keeps them 2 s) and resets or closes
+    # some requests after reading them: each must be sent again, none may end the run.
+    with FakeOpenAIServer(idle_timeout_s=0.2, reset_every=5, close_every=7) as fake:
+        backend = VLLMServerBackend(fake.url, max_concurrency=4, backoff_s=0.05)
+        replies = []
+        for round_ in range(4):
+            requests = [ChatRequest(faces[:1], f"round {round_} row {i}", max_tokens=4) for i in range(40)]
+            replies += backend.chat(requests)
+            time.sleep(0.3)  # every pooled connection goes idle past the server's limit
+        backend.close()
+    assert [r.text for r in replies] == ["Yes"] * 160
+    assert fake.resets > 0 and fake.closes > 0
+    assert sorted(fake.prompts) == sorted(f"round {r} row {i}" for r in range(4) for i in range(40))
+
+
+def test_a_connection_that_always_resets_is_reported_after_bounded_retries(faces):
+    with FakeOpenAIServer(reset_every=1) as fake:
+        backend = VLLMServerBackend(fake.url, connect_attempts=3, backoff_s=0.1)
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=r"failed 3 times .*ReadError.*Connection reset by peer"):
+            backend.chat([ChatRequest(faces[:1], "Glasses?")])
+    assert time.monotonic() - start < 5.0
+    assert fake.resets == 3
+
+
+@pytest.mark.parametrize("body, message", [
+    ("not_json", r"GET http://127\.0\.0\.1:\d+/v1/models answered with a body that is not JSON"),
+    ("no_choices", r"POST http://127\.0\.0\.1:\d+/v1/chat/completions answered JSON without choices, usage"),
+])
+def test_an_answer_that_is_no_vllm_answer_is_a_one_line_error(faces, body, message):
+    with FakeOpenAIServer(body=body) as fake:
+        backend = VLLMServerBackend(fake.url, connect_attempts=1)
+        with pytest.raises(BackendError, match=message) as e:
+            backend.chat([ChatRequest(faces[:1], "Glasses?")])
+    assert "\n" not in str(e.value)
