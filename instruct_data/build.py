@@ -107,7 +107,9 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
             args["threshold"] = threshold["value"]
         tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
     fingerprint = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)),
-                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}, "inputs": source.inputs()}
+                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
+    if inputs := source.inputs():  # files on disk (SynthFace has none: its config defines it)
+        fingerprint["inputs"] = inputs
     report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
                            image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
                            overwrite=overwrite, align=align_spec(cfg.align))
