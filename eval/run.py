@@ -1,7 +1,11 @@
 """Evaluate a model (base and/or LoRA adapters, any backend) on a facellm instruction dataset
 and write a report: metrics.json, samples.jsonl, report.md, report.html, plots/.
 
-    facellm eval --config eval/configs/synthface_tiny.yaml [key=value ...]
+    facellm eval --config eval/configs/synthface_tiny.yaml [key=value ...] [--overwrite]
+
+Records are written as they are made, under <output_dir>/records/<system>/{test,calibration}.jsonl:
+a run that stops (a crash, a kill, a server gone) keeps them, and a rerun of the same config
+continues where it stopped. A rerun of a changed config is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -77,18 +81,17 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
     return [rows[i] for i in keep]
 
 
-def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig
-                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from facellm.evaluation import add_model_llrs, generate, lr_systems, score_row, task_metrics
+def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
+                    records_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from facellm.evaluation import RecordLog, evaluate_rows, lr_systems, task_metrics
     from facellm.metrics import EmbeddingLR
 
     records = {}
     for split, rows in (("test", test), ("calibration", cal)):
-        texts = generate(backend, rows, system.adapter, cfg.max_tokens, cfg.batch_size, f"{system.name}/{split}")
-        recs = [{"system": system.name, "split": split, **score_row(r, t)} for r, t in zip(rows, texts)]
-        if cfg.likelihood:
-            add_model_llrs(backend, rows, recs, system.adapter, cfg.batch_size)
-        records[split] = recs
+        records[split] = evaluate_rows(backend, rows, system.adapter, RecordLog(records_dir / f"{split}.jsonl"),
+                                       max_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
+                                       likelihood=cfg.likelihood, tags={"system": system.name, "split": split},
+                                       desc=f"{system.name}/{split}")
     by_variant: dict[str, dict[str, list]] = defaultdict(lambda: {"test": [], "calibration": []})
     for split, recs in records.items():
         for r in recs:
@@ -100,20 +103,91 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
     return summary, records["test"] + records["calibration"]
 
 
-def run(cfg: EvalConfig) -> Path:
+def check_adapter_folders(cfg: EvalConfig) -> None:
+    """An adapter folder this run loads must be a peft adapter folder (checked before anything starts)."""
+    if cfg.server_url:
+        return  # the running server holds its adapters
+    for name, path in cfg.adapters.items():
+        if not (Path(path) / "adapter_config.json").is_file():
+            problem = "holds no adapter_config.json" if Path(path).is_dir() else "does not exist"
+            raise ConfigError(f"adapters: {name}: {path} {problem}")
+
+
+def dataset_split(data: Any, name: str, key: str, dataset: str) -> Any:
+    if name not in data:
+        raise ConfigError(f"{key}: {dataset} has no split {name!r}; it has {', '.join(data) or 'none'}")
+    return data[name]
+
+
+def check_served(backend: Any, systems: list[SystemArgs]) -> None:
+    """Every system's adapter is one the backend serves (asked before anything is generated)."""
+    from facellm.inference.base import UnknownAdapterError
+
+    where = getattr(backend, "url", "the backend")
+    for system in systems:
+        if system.adapter is not None and system.adapter not in backend.adapters:
+            raise UnknownAdapterError(system.adapter, backend.adapters, f"{where} (system {system.name!r})")
+
+
+def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list[dict]) -> dict[str, Any]:
+    """What defines one system's records: a rerun with the same fingerprint resumes them."""
+    from facellm.inference.factory import model_folder
+
+    adapter = cfg.adapters.get(system.adapter) if system.adapter else None
+    attached = bool(cfg.server_url)  # the server's own model and adapter files are not ours to read
+    return {
+        "model": cfg.model, "backend": cfg.backend, "adapter": system.adapter,
+        "model_files": None if attached else _files_stamp(model_folder(cfg.model)),
+        "adapter_files": None if attached or adapter is None else _files_stamp(adapter),
+        "dataset": str(Path(cfg.dataset).resolve()), "dataset_build": _build_digest(cfg.dataset),
+        "test_rows": _digest([r["id"] for r in test]), "calibration_rows": _digest([r["id"] for r in cal]),
+        "max_tokens": cfg.max_tokens, "likelihood": cfg.likelihood,
+    }
+
+
+def _files_stamp(folder: str | Path) -> str:
+    """Name, size and modification time of the files in `folder`: a rebuilt model or retrained
+    adapter changes it, without reading gigabytes of weights."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    return _digest([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def _build_digest(dataset: str) -> str | None:
+    import json
+
+    report = Path(dataset) / "build_report.json"
+    return json.loads(report.read_text()).get("digest") if report.is_file() else None
+
+
+def _digest(items: list[Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
+    """Evaluate every system, resuming the records an interrupted run of the same config left;
+    overwrite: start again where the records are of another config (else ResumeError)."""
     from facellm.data.build import load_built
+    from facellm.evaluation import prepare_records
     from facellm.inference.factory import open_backend
     from facellm.report import evaluation_blocks, write_report
 
+    check_adapter_folders(cfg)
     data = load_built(cfg.dataset)
-    test = select(data[cfg.test_split], cfg.tasks, cfg.rows_per_group)
-    cal = select(data[cfg.calibration_split], cfg.tasks, cfg.calibration_rows_per_variant, only="verification")
+    test = select(dataset_split(data, cfg.test_split, "test_split", cfg.dataset), cfg.tasks, cfg.rows_per_group)
+    cal = select(dataset_split(data, cfg.calibration_split, "calibration_split", cfg.dataset), cfg.tasks,
+                 cfg.calibration_rows_per_variant, only="verification")
     out = Path(cfg.output_dir)
+    folders = {s.name: prepare_records(out / "records" / s.name, fingerprint(cfg, s, test, cal), overwrite)
+               for s in cfg.systems}
     metrics, records = {}, []
     with open_backend(cfg.backend, cfg.model, cfg.adapters, server_url=cfg.server_url,
                       log_path=out / "server.log") as backend:
+        check_served(backend, cfg.systems)
         for system in cfg.systems:
-            metrics[system.name], recs = evaluate_system(backend, system, test, cal, cfg)
+            metrics[system.name], recs = evaluate_system(backend, system, test, cal, cfg, folders[system.name])
             records += recs
     return write_report(out, metrics, records, evaluation_blocks(metrics, out))
 
@@ -137,10 +211,19 @@ def headline(metrics_path: Path) -> str:
     return "\n".join(lines)
 
 
+def kept_records(output_dir: str) -> str:
+    """Where an interrupted run's records are, for its error line ("" when there are none)."""
+    folder = Path(output_dir) / "records"
+    n = sum(len(p.read_bytes().splitlines()) for p in folder.glob("*/*.jsonl"))
+    return f"; {n} records finished so far are kept in {folder}: rerun to resume" if n else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facellm eval", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard the records an earlier run of another config left in output_dir")
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(EvalConfig, args.config, overrides)
@@ -151,11 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.config}: ok")
         return 0
+    from facellm.evaluation import ResumeError
+    from facellm.inference.base import BackendError
+    from facellm.inference.server import ServerStartError
+
     try:
-        report = run(cfg)
-    except FileNotFoundError as e:
+        report = run(cfg, overwrite=args.overwrite)
+    except (ConfigError, FileNotFoundError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (BackendError, ServerStartError) as e:
+        print(f"error: {e}{kept_records(cfg.output_dir)}", file=sys.stderr)
+        return 1
     print(headline(report.parent / "metrics.json"))
     print(f"report: {report}")
     return 0

@@ -19,13 +19,21 @@ N = "Match Verdict: Non-Match":
 The first is the verdict's posterior log-odds; the last is how much more likely the
 explanation text is under a Match verdict than under a Non-Match one: the evidence the
 explanation itself carries. All three are scores until calibrated on the calibration split.
+
+Records reach disk as they are made (`RecordLog`, one flushed JSONL line each, in a folder
+`prepare_records` stamps with the evaluation's fingerprint), so a run that stops keeps what it
+finished and a rerun of the same evaluation continues where it stopped (`evaluate_rows`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,10 +55,10 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def generate(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | None, max_tokens: int,
-             batch_size: int = 64, desc: str = "generate") -> list[str]:
+             batch_size: int = 64, desc: str = "generate", progress: bool = True) -> list[str]:
     """Greedy answers to the user turn of each row."""
     out: list[str] = []
-    with tqdm(total=len(rows), desc=desc, unit="row") as bar:
+    with tqdm(total=len(rows), desc=desc, unit="row", disable=not progress) as bar:
         for batch in _batches(rows, batch_size):
             requests = [ChatRequest(list(r["images"]), r["messages"][0]["content"][-1]["text"],
                                     max_tokens=max_tokens, adapter=adapter) for r in batch]
@@ -85,18 +93,20 @@ def _claims(explanation: str, extras: dict[str, Any]) -> dict[str, int]:
 
 
 def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
-                   adapter: str | None, batch_size: int = 64, progress: bool = True) -> None:
+                   adapter: str | None, batch_size: int = 64, progress: bool = True,
+                   verdict_tokens: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """Add llr_verdict / llr_answer / llr_explanation (log10) to verification records, in place.
 
     Two scoring requests per record (verdict line + explanation under M and under N): the
     verdict line's tokens are the first tokens of each continuation (the tokenizer splits at the
     newline), so their log-probabilities give llr_verdict; the first record checks that against
-    scoring the verdict lines alone.
+    scoring the verdict lines alone, unless `verdict_tokens` gives what an earlier call returned.
+    Returns the token counts of M and N (None while no record was a verification).
     """
     todo = [(row, rec) for row, rec in zip(rows, records) if rec["task"] == "verification"]
     if not todo:
-        return
-    split = _verdict_token_counts(backend, todo[0][0], todo[0][1]["explanation"], adapter)
+        return verdict_tokens
+    split = verdict_tokens or _verdict_token_counts(backend, todo[0][0], todo[0][1]["explanation"], adapter)
     for batch in tqdm(_batches(todo, batch_size), desc="likelihood", unit="batch", disable=not progress):
         requests = []
         for row, rec in batch:
@@ -110,6 +120,7 @@ def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: li
             rec["llr_verdict"] = (math.fsum(m[:split[0]]) - math.fsum(n[:split[1]])) / math.log(10)
             rec["llr_answer"] = (math.fsum(m) - math.fsum(n)) / math.log(10)
             rec["llr_explanation"] = rec["llr_answer"] - rec["llr_verdict"]
+    return split
 
 
 def _explanation_tail(explanation: str) -> str:
@@ -129,6 +140,94 @@ def _verdict_token_counts(backend: Backend, row: dict[str, Any], explanation: st
             raise RuntimeError("the verdict line does not tokenize as a prefix of the answer; "
                                "model-likelihood LLRs need a tokenizer that splits at newlines")
     return len(alone_m), len(alone_n)
+
+
+# ---------------------------------------------------------------- records on disk, resume
+
+
+class ResumeError(ValueError):
+    """A records folder holds the records of an evaluation with another fingerprint."""
+
+
+def prepare_records(folder: str | Path, fingerprint: dict[str, Any], overwrite: bool = False) -> Path:
+    """`folder`, ready for the records of the evaluation `fingerprint` describes (what defines its
+    records: model, adapter, rows, generation settings). The records an earlier run of the same
+    fingerprint left are kept, for evaluate_rows to resume; those of another are refused with a
+    ResumeError naming what changed, unless `overwrite`, which deletes them."""
+    folder, wanted = Path(folder), json.loads(json.dumps(fingerprint))  # as it reads back
+    stamp = folder / "fingerprint.json"
+    if overwrite:
+        shutil.rmtree(folder, ignore_errors=True)
+    elif stamp.exists() or any(folder.glob("*.jsonl")):
+        found = json.loads(stamp.read_text()) if stamp.exists() else {}
+        changed = sorted(k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k))
+        if changed:
+            raise ResumeError(f"{folder} holds the records of an evaluation with another {', '.join(changed)}; "
+                              "rerun with the same config to resume, or pass --overwrite to start again")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = stamp.with_suffix(".tmp")
+    partial.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    os.replace(partial, stamp)  # never a half-written stamp
+    return folder
+
+
+class RecordLog:
+    """The per-sample records of one (system, split) in a JSONL file, each line flushed as soon
+    as its record is made: a run that stops (a crash, a kill, a server gone) keeps every record
+    it finished, and the next run skips them. done: row id -> record, as read back from JSON."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # after it: a line the interruption cut short
+        for line in data[:end].splitlines():
+            if line.strip():
+                record = json.loads(line)
+                self.done[record["id"]] = record
+        if end < len(data):
+            with self.path.open("r+b") as fh:
+                fh.truncate(end)
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        with self.path.open("a") as fh:
+            for record in records:
+                line = json.dumps(record, default=_plain)
+                fh.write(line + "\n")
+                fh.flush()
+                self.done[record["id"]] = json.loads(line)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"a record holds a {type(value).__name__}, which JSON cannot store")
+
+
+def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | None, log: RecordLog, *,
+                  max_tokens: int, batch_size: int = 64, likelihood: bool = True,
+                  tags: dict[str, Any] | None = None, desc: str = "evaluate") -> list[dict[str, Any]]:
+    """Every row's record, in row order. Rows already in `log` keep the record there; the others
+    are answered (generate), scored (score_row, and add_model_llrs when `likelihood`) and
+    appended to `log` a batch at a time. tags: fields each new record starts with (system, split)."""
+    if len({row["id"] for row in rows}) != len(rows):
+        raise ValueError("row ids repeat: records are resumed by row id")
+    todo = [row for row in rows if row["id"] not in log.done]
+    verdict_tokens = None
+    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="row") as bar:
+        for batch in _batches(todo, batch_size):
+            texts = generate(backend, batch, adapter, max_tokens, batch_size, progress=False)
+            records = [{**(tags or {}), **score_row(row, text)} for row, text in zip(batch, texts)]
+            if likelihood:
+                verdict_tokens = add_model_llrs(backend, batch, records, adapter, batch_size, progress=False,
+                                                verdict_tokens=verdict_tokens)
+            log.append(records)
+            bar.update(len(batch))
+    return [log.done[row["id"]] for row in rows]
 
 
 # ---------------------------------------------------------------- aggregation

@@ -39,9 +39,11 @@ def open_backend(kind: BackendKind, model: str, adapters: dict[str, str] | None 
 
         if server_url:
             backend = VLLMServerBackend(server_url, timeout_s=timeout_s)
-            backend.served_models()  # fails now, with the URL, if the server is down
-            yield backend
-            backend.close()
+            try:
+                backend.served_models()  # fails now, with the URL, if the server is down or is no vLLM
+                yield backend
+            finally:
+                backend.close()
             return
         from facellm.inference.server import start_server
 
