@@ -21,23 +21,26 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gradio as gr
-
-from facellm.assistant import (BASE, VARIANTS, Example, FaceAssistant, load_calibrations, parse_answer,
-                               synthface_examples)
+# Only light imports up here: `--help` and argument errors answer before gradio, OpenCV and
+# torch load (~15 s); the functions below import those.
 from facellm.images import DEFAULT_MAX_BYTES, ImageError, load_image
 from facellm.inference.base import BackendError, BackendUnavailable
 from facellm.inference.factory import BACKENDS, open_backend
 from facellm.inference.server import ServerStartError
-from facellm.models.loading import resolve_cache_dir
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from facellm.assistant import Example, FaceAssistant
 
 HELP = ("Attach **one** face to ask about it, or **two** faces to verify whether they show the same person "
         "(the verification prompt is then the task's own, so that the LR is the one eval calibrates).")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="facellm demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="facellm demo", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--model", default="facellm_tiny", help="registry name, hub id or folder")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                         help="a LoRA adapter to serve (repeatable); name it like its eval system")
@@ -56,6 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def respond(assistant: FaceAssistant, message: dict, history: list, model: str, variant: str,
             last_files: list[str]):
     """Answer one chat message; yields (history, panel, textbox, last_files) as the reply streams."""
+    import gradio as gr
+
+    from facellm.assistant import BASE, parse_answer
+
     text, files = (message or {}).get("text", "").strip(), (message or {}).get("files") or last_files
     if not 1 <= len(files) <= 2:
         gr.Warning("Attach one face image (a question) or two (verification).")
@@ -70,7 +77,8 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
                              {"role": "assistant", "content": f"**Error:** {error}"}]
         yield history, f"**Error:** {error}", None, []
         return
-    for warning in assistant.face_warnings(images):
+    seen, warnings = assistant.prepare(images)  # aligned face crops, as in training and eval
+    for warning in warnings:
         gr.Warning(warning)
     adapter = None if model == BASE else model
     query = assistant.verification_query(*images, variant) if len(images) == 2 else None
@@ -82,7 +90,7 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
     yield history, "Generating ...", None, files
     start, reply, error = time.monotonic(), "", None
     try:
-        for reply in assistant.ask(images, prompt, adapter):
+        for reply in assistant.ask(list(query.images) if query else seen, prompt, adapter):
             history[-1]["content"] = reply
             yield history, "Generating ...", None, files
         if query:
@@ -103,6 +111,10 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
 
 
 def build_ui(assistant: FaceAssistant, examples: list[Example], about: str) -> gr.Blocks:
+    import gradio as gr
+
+    from facellm.assistant import VARIANTS
+
     with gr.Blocks(title="facellm demo", analytics_enabled=False, fill_width=True) as demo:
         gr.Markdown(f"## facellm: face questions and verification\n{HELP}\n\n{about}")
         with gr.Row():
@@ -128,6 +140,8 @@ def build_ui(assistant: FaceAssistant, examples: list[Example], about: str) -> g
 
 def describe(args: argparse.Namespace, assistant: FaceAssistant) -> str:
     """One line on what serves the answers and which LRs are calibrated (printed too)."""
+    from facellm.assistant import VARIANTS
+
     where = f" at {args.server_url}" if args.server_url else ""
     calibrated = [f"{name} ({', '.join(v for v in VARIANTS if (name, v) in assistant.calibration)})"
                   for name in assistant.models if any((name, v) in assistant.calibration for v in VARIANTS)]
@@ -139,6 +153,9 @@ def describe(args: argparse.Namespace, assistant: FaceAssistant) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from facellm.assistant import FaceAssistant, load_calibrations, synthface_examples
+    from facellm.models.loading import resolve_cache_dir
+
     adapters = dict(a.split("=", 1) for a in args.adapter)
     try:
         calibration = load_calibrations(args.calibration) if args.calibration else None

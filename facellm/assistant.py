@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from facellm.align import AlignSpec, align_face
 from facellm.evaluation import add_model_llrs
 from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
 from facellm.inference.base import Backend, ChatRequest, build_messages
@@ -90,7 +91,7 @@ class VerificationQuery:
     fr_note saying why. variant: the prompt variant used ("score" falls back to "images_only"
     when there is no FR score)."""
 
-    images: tuple[Image.Image, Image.Image]
+    images: tuple[Image.Image, Image.Image]  # as the model sees them: aligned face crops
     prompt: str
     variant: str
     fr_score: float | None
@@ -166,35 +167,57 @@ class FaceAssistant:
     """backend: any facellm Backend (vLLM server, vLLM in-process, transformers).
     calibration: (model, variant) -> Calibration (see load_calibrations); None = report raw LLRs.
     analyzer: the FR model (YuNet + SFace); default the shared one.
-    max_tokens: longest reply, in tokens (eval's default)."""
+    max_tokens: longest reply, in tokens (eval's default).
+    align: how faces are aligned before the model sees them, as the training data was
+        (`facellm.align`; the data configs' default); None = images as given."""
 
     def __init__(self, backend: Backend, calibration: Mapping[tuple[str, str], Calibration] | None = None,
-                 analyzer: FaceAnalyzer | None = None, max_tokens: int = 384) -> None:
+                 analyzer: FaceAnalyzer | None = None, max_tokens: int = 384,
+                 align: AlignSpec | None = AlignSpec()) -> None:
         self.backend = backend
         self.calibration = dict(calibration or {})
         self.analyzer = analyzer or get_analyzer()
         self.max_tokens = max_tokens
+        self.align = align
 
     @property
     def models(self) -> list[str]:
         """The model choices: "base", then the adapters the backend serves."""
         return [BASE, *self.backend.adapters]
 
+    def prepare(self, images: Sequence[Image.Image]) -> tuple[list[Image.Image], list[str]]:
+        """The images as the model must see them (aligned face crops, as in training and eval)
+        and one warning per image in which no face was found (that one is passed unaligned)."""
+        out, warnings = [], []
+        for i, image in enumerate(images, 1):
+            try:
+                out.append(align_face(image, self.align, self.analyzer)[0] if self.align else image)
+            except NoFaceError:
+                out.append(image)
+                warnings.append(f"No face found in image {i} of {len(images)}: the model sees it unaligned, "
+                                "and its answer may not be about a face.")
+            else:
+                if not self.align and not self.analyzer.detect(image):
+                    warnings.append(f"No face detected in image {i} of {len(images)}: the answer may not "
+                                    "be about a face.")
+        return out, warnings
+
     def face_warnings(self, images: Sequence[Image.Image]) -> list[str]:
         """One sentence per image in which YuNet finds no face."""
-        return [f"No face detected in image {i} of {len(images)}: the answer may not be about a face."
-                for i, image in enumerate(images, 1) if not self.analyzer.detect(image)]
+        return self.prepare(images)[1]
 
     def ask(self, images: Sequence[Image.Image], question: str, adapter: str | None = None) -> Iterator[str]:
         """The reply so far, each time it grows (greedy decoding, as in eval).
-        question: empty = DEFAULT_QUESTION. adapter: None = the base model."""
+        images: as the model sees them (`prepare` aligns raw photos). question: empty =
+        DEFAULT_QUESTION. adapter: None = the base model."""
         request = ChatRequest(list(images), question or DEFAULT_QUESTION, max_tokens=self.max_tokens,
                               adapter=adapter)
         return itertools.accumulate(self.backend.stream_chat(request))
 
     def verification_query(self, image_a: Image.Image, image_b: Image.Image,
                            variant: Variant = "images_only") -> VerificationQuery:
-        """The task's first verification prompt, with the FR score block for variant "score"."""
+        """The task's first verification prompt, with the FR score block for variant "score";
+        the FR score comes from the photos as given, the model sees them aligned (`prepare`)."""
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         try:
@@ -205,7 +228,8 @@ class FaceAssistant:
             variant = "images_only"
         # the task's own score block: the exact text training and eval put in the prompt
         prompt = verification.PROMPTS[0] + verification.VerificationTask().score_block(score, variant)
-        return VerificationQuery((image_a, image_b), prompt, variant, score, note)
+        aligned, _ = self.prepare([image_a, image_b])
+        return VerificationQuery((aligned[0], aligned[1]), prompt, variant, score, note)
 
     def assess(self, query: VerificationQuery, reply: str, adapter: str | None = None) -> VerificationResult:
         """Parse a reply to `query` and score it: verdict, explanation, LR."""
@@ -255,12 +279,13 @@ class Example:
     files: tuple[str, ...]
 
 
-def synthface_examples(folder: str | Path, seed: int = 0, n_identities: int = 500, size: int = 112
+def synthface_examples(folder: str | Path, seed: int = 0, n_identities: int = 500, size: int = 160
                        ) -> list[Example]:
     """Write SynthFace faces of two test-split identities (held out from training with the
     default data config: 500 identities, seed 0) to `folder` as PNG files, and the examples
     that use them: one face with the expression prompt, one with the attributes prompt, a
-    same-person pair and a different-person pair."""
+    same-person pair and a different-person pair. Rendered as the data config renders them
+    (160 px, photo-like pose), so the demo aligns them as it aligns an upload."""
     from facellm.synthface import iter_synthface_records
 
     folder = Path(folder)

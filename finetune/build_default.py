@@ -1,6 +1,11 @@
 """Build the offline default model `facellm_tiny` and cache it under $FACELLM_HOME/models/.
 
     facellm models build-default --config finetune/configs/facellm_tiny_base.yaml [key=value ...]
+    facellm models build-default --status     # exit 0 if the cached or shipped base is current, 1 if not
+    facellm models build-default --ship [--ship-adapter runs/lora/facellm_tiny]   # refresh what ships
+
+When the base that ships in the repository (facellm/models/shipped/, see facellm.models.shipped)
+has this config's fingerprint, it is installed in seconds instead of trained (~30 min on 2 cores).
 
 1. a randomly initialised Qwen2-VL (facellm.models.default) whose tokenizer is trained on
    every task's text, so each task word is one token;
@@ -12,21 +17,21 @@ Deterministic for a config; a finished build is reused, an interrupted one resum
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
-from facellm.config import ConfigError, load_config
+from facellm.config import ConfigError, at_least, load_checked, overrides_epilog, positive
 
 
 @dataclass
 class BuildDefaultConfig:
     data: str                        # a `facellm data build` output with caption rows
-    size: str = "small"              # facellm.models.default.SIZES key
+    size: Literal["test", "small"] = "small"  # facellm.models.default.SIZES key (a test keeps them equal)
     seed: int = 0
     steps: int = 3000
     batch_size: int = 8
@@ -36,37 +41,63 @@ class BuildDefaultConfig:
     save_every: int = 500
     threads: int | None = None
     output: str | None = None        # default: $FACELLM_HOME/models/facellm_tiny
+    data_config: str = "instruct_data/configs/synthface_pretrain.yaml"  # the config that built `data`
 
 
 def validate(cfg: BuildDefaultConfig) -> None:
-    from facellm.models.default import SIZES
-
-    if cfg.size not in SIZES:
-        raise ConfigError(f"size {cfg.size!r} is not one of {', '.join(SIZES)}")
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ConfigError("steps and batch_size must be >= 1 and lr > 0")
+    """Range checks; types and `size` were checked on loading, without importing torch."""
+    for name in ("steps", "batch_size", "save_every", "threads"):
+        at_least(getattr(cfg, name), 1, name)
+    positive(cfg.lr, "lr")
+    at_least(cfg.warmup, 0, "warmup")
+    at_least(cfg.weight_decay, 0, "weight_decay")
 
 
 def fingerprint(cfg: BuildDefaultConfig, corpus: list[str]) -> str:
-    """What the build depends on: the config (not where or how fast it runs) and the tokenizer corpus."""
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("output", "threads", "save_every")}
-    fields["corpus"] = hashlib.sha256("\n".join(corpus).encode()).hexdigest()
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    """What the build depends on: the config (not where or how fast it runs), the pre-training
+    data config, the tokenizer corpus and the code (facellm.models.shipped.base_fingerprint)."""
+    from facellm.models.shipped import base_fingerprint
+
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("output", "threads", "save_every", "data")}
+    data_config = Path(cfg.data_config)
+    if not data_config.is_file():
+        raise FileNotFoundError(f"data_config {data_config} does not exist")
+    return base_fingerprint(fields, data_config.read_text(), corpus)
 
 
-def build(cfg: BuildDefaultConfig) -> Path:
+def status(cfg: BuildDefaultConfig) -> tuple[bool, str]:
+    """(current?, a line saying which base `facellm_tiny` resolves to and whether it is current)."""
+    from facellm.models.loading import resolve_cache_dir
+    from facellm.models.shipped import REFRESH_COMMAND, SHIPPED_BASE, stamp_matches
+    from facellm.tasks.corpus import task_corpus
+
+    out = Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
+    digest = fingerprint(cfg, task_corpus(seed=cfg.seed))
+    if stamp_matches(out, digest):
+        return True, f"{out} is up to date (fingerprint {digest})"
+    if stamp_matches(SHIPPED_BASE, digest):
+        return True, f"the shipped base {SHIPPED_BASE} is current (fingerprint {digest}); it will be installed"
+    return False, (f"neither {out} nor the shipped base has fingerprint {digest}: the base must be trained "
+                   f"(~30 min on 2 cores); `{REFRESH_COMMAND}` refreshes the shipped copy")
+
+
+def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
     from facellm.data.build import load_built
     from facellm.models.default import build_default_model
     from facellm.models.loading import load_model, resolve_cache_dir
+    from facellm.models.shipped import SHIPPED_BASE, install, stamp_matches, to_fp16
     from facellm.tasks.corpus import task_corpus
     from facellm.training import train
 
     out = Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
-    stamp = out / "facellm_build.json"
     corpus = task_corpus(seed=cfg.seed)
     digest = fingerprint(cfg, corpus)
-    if stamp.exists() and json.loads(stamp.read_text())["fingerprint"] == digest:
+    if stamp_matches(out, digest) and not (ship and not stamp_matches(SHIPPED_BASE, digest)):
         print(f"{out} is up to date (fingerprint {digest})")
+        return _ship(out) if ship else out
+    if stamp_matches(SHIPPED_BASE, digest):
+        install(SHIPPED_BASE, out)
+        print(f"installed the shipped base (fingerprint {digest}) at {out}")
         return out
     rows = load_built(cfg.data)["train"]
     work = out.with_name(out.name + f".build-{digest}")
@@ -79,21 +110,56 @@ def build(cfg: BuildDefaultConfig) -> Path:
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(work / "pretrain", final, ignore=shutil.ignore_patterns("checkpoints"))
-    (final / "facellm_build.json").write_text(json.dumps({"fingerprint": digest, "config": asdict(cfg)}, indent=2))
+    to_fp16(final)  # what ships is fp16: every build uses the same rounded weights
+    (final / "facellm_build.json").write_text(json.dumps(
+        {"fingerprint": digest, "config": asdict(cfg), "made_by": "facellm models build-default"}, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(final, out)
     shutil.rmtree(work)
+    return _ship(out) if ship else out
+
+
+def _ship(out: Path) -> Path:
+    from facellm.models.shipped import MAX_SHIPPED_BYTES, SHIPPED_BASE, folder_bytes, install
+
+    install(out, SHIPPED_BASE)
+    print(f"shipped the base to {SHIPPED_BASE} ({folder_bytes(SHIPPED_BASE) / 2**20:.1f} MiB of at most "
+          f"{MAX_SHIPPED_BYTES / 2**20:.0f} MiB with the adapter)")
     return out
 
 
+def ship_adapter(adapter: Path, base: Path) -> Path:
+    """Copy a LoRA adapter trained on `base` to the shipped folder (fp16), stamped with the
+    base's fingerprint."""
+    from facellm.models.shipped import SHIPPED_ADAPTER, install, read_stamp, to_fp16
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    base_stamp = read_stamp(base)
+    if base_stamp is None:
+        raise FileNotFoundError(f"{base} has no facellm_build.json: build the base first")
+    install(adapter, SHIPPED_ADAPTER)
+    to_fp16(SHIPPED_ADAPTER)
+    (SHIPPED_ADAPTER / "facellm_build.json").write_text(json.dumps(
+        {"base_fingerprint": base_stamp["fingerprint"], "trained_from": str(adapter),
+         "made_by": "facellm train, then facellm models build-default --ship-adapter"}, indent=2))
+    print(f"shipped the adapter to {SHIPPED_ADAPTER}")
+    return SHIPPED_ADAPTER
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facellm models build-default", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "facellm_tiny_base.yaml"))
+    parser = argparse.ArgumentParser(prog="facellm models build-default", description=__doc__.splitlines()[0],
+                                     epilog=overrides_epilog("steps=500 seed=1"), allow_abbrev=False)
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "facellm_tiny_base.yaml"),
+                        help="the base model's YAML (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="say whether the cached or shipped base is current (exit 0) or must be trained (exit 1)")
+    parser.add_argument("--ship", action="store_true", help="also write the base to facellm/models/shipped/")
+    parser.add_argument("--ship-adapter", metavar="DIR", help="ship this LoRA adapter (trained on the base) too")
     args, overrides = parser.parse_known_args(argv)
     try:
-        cfg = load_config(BuildDefaultConfig, args.config, overrides)
-        validate(cfg)
+        cfg = load_checked(BuildDefaultConfig, args.config, overrides, validate)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -101,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok")
         return 0
     try:
-        out = build(cfg)
+        if args.status:
+            current, line = status(cfg)
+            print(line)
+            return 0 if current else 1
+        out = build(cfg, ship=args.ship or bool(args.ship_adapter))
+        if args.ship_adapter:
+            ship_adapter(Path(args.ship_adapter), out)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -182,7 +182,7 @@ def test_no_face_falls_back_to_images_only_and_says_so(hf_backend, pair):
     assistant = FaceAssistant(hf_backend, max_tokens=8)
     blank = Image.new("RGB", (112, 112), (200, 200, 200))
     assert assistant.face_warnings([pair[0].image, blank]) == [
-        "No face detected in image 2 of 2: the answer may not be about a face."]
+        "No face found in image 2 of 2: the model sees it unaligned, and its answer may not be about a face."]
     result = assistant.verify(pair[0].image, blank, variant="score")
     assert result.variant == "images_only" and "[Model Scores]" not in result.prompt
     assert result.fr_score is None and result.fr_note.startswith("FR score unavailable: no face found in the second")
@@ -213,3 +213,19 @@ def test_examples_are_detected_faces_with_task_prompts(tmp_path):
     assert examples[2].question == verification.PROMPTS[0]
     for path in {f for e in examples for f in e.files}:
         assert get_analyzer().detect(load_image(path)), f"YuNet finds no face in the demo example {path}"
+
+
+def test_the_model_sees_aligned_crops_as_in_training(hf_backend):
+    """Uploads go through the same alignment as the dataset build: a posed 160 px SynthFace
+    render reaches the model as the 112 px crop the build would store."""
+    from facellm.align import AlignSpec, align_face
+    from facellm.assistant import FaceAssistant
+    from facellm.synthface import synthface_records
+
+    a, b = synthface_records("test", 20, 2, seed=0, size=160)[:2]
+    assistant = FaceAssistant(hf_backend, max_tokens=8)
+    seen, warnings = assistant.prepare([a.image])
+    assert warnings == [] and seen[0].size == (112, 112)
+    assert seen[0].tobytes() == align_face(a.image, AlignSpec())[0].tobytes()
+    query = assistant.verification_query(a.image, b.image)
+    assert [im.size for im in query.images] == [(112, 112), (112, 112)]

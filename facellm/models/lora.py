@@ -46,6 +46,19 @@ def lora_config(spec_or_targets: ModelSpec | str | Sequence[str], r: int = 16, a
                       bias="none", task_type="CAUSAL_LM")
 
 
+def lora_targets(spec: ModelSpec, vision: bool = False) -> str:
+    """The peft target regex for `spec`: its language-model layers, plus the vision tower and
+    merger when `vision` (a ValueError for families without servable vision LoRA)."""
+    from facellm.models.registry import VISION_LORA_TARGETS
+
+    if not vision:
+        return spec.lora_target_modules
+    if spec.family not in VISION_LORA_TARGETS:
+        raise ValueError(f"vision-tower LoRA is not supported for {spec.family} models (only "
+                         f"{', '.join(VISION_LORA_TARGETS)}): vLLM cannot serve it")
+    return f"({spec.lora_target_modules})|({VISION_LORA_TARGETS[spec.family]})"
+
+
 def _language_model_linears(model: torch.nn.Module) -> list[str]:
     return [name for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and ".layers." in name and not _VISION.search(name)]

@@ -48,6 +48,12 @@ LORA_TARGETS: dict[Family, str] = {
     "llava": r"model\.language_model" + _DECODER_LINEAR,
 }
 
+# LoRA on the vision tower (attention and MLP of every block) and the merger (the projector),
+# for the families whose vLLM model serves it (`--enable-tower-connector-lora`, vLLM >= 0.32).
+VISION_LORA_TARGETS: dict[Family, str] = {
+    "qwen2_vl": r"model\.visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc(1|2))|merger\.mlp\.(0|2))",
+}
+
 # Qwen-VL resizes so that pixels lie in [min_pixels, max_pixels] (multiples of 28x28 = one
 # merged image token). Faces need few tokens: 448x448 (256 tokens) at most for the hub models.
 _QWEN_MIN_PIXELS = 4 * 28 * 28

@@ -9,8 +9,8 @@ them from pre-training; without them those tokens keep random embeddings and out
 
     single: "Describe this face." -> "A face with a round face shape, light skin tone and brown hair.
              It has bangs and a beard. It wears eyeglasses. The mouth corners turn up ..."
-    pair:   "Describe the two faces." -> "First face: ...\nSecond face: ...\nIn common: Both faces have
-             brown hair. ...\nDifferent: The first face wears eyeglasses, while ..."
+    pair:   "Describe the two faces." -> "Same: face shape, skin tone, hair colour, a beard.
+             Different: eye colour, eyeglasses."
     glossary: "Which words name the basic facial expressions?" -> "neutral, happy, sad, ..."
 """
 
@@ -23,6 +23,7 @@ from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import EXPRESSIONS, FacePair, FaceRecord, Sample
 from facellm.tasks.base import Conversation
 from facellm.tasks.expression import CUES
+from facellm.tasks.verification import HAIR_KEYS
 
 SINGLE_PROMPTS = ("Describe this face.", "Write a caption for this face image.")
 PAIR_PROMPTS = ("Describe the two faces.", "Write a caption for each of the two face images.")
@@ -52,15 +53,23 @@ def caption(record: FaceRecord) -> str:
 
 
 def pair_caption(pair: FacePair) -> str:
-    """Both captions, then what the faces share and where they differ (ground truth, no verdict):
-    comparing two faces is a skill of its own that the verification task builds on."""
-    from facellm.tasks.verification import describe_pair
-
-    first, second = pair.first, pair.second
-    same, diff, _ = describe_pair(first.attributes, second.attributes, first.meta.get("traits", {}),
-                                  second.meta.get("traits", {}))
-    return (f"First face: {caption(first)}\nSecond face: {caption(second)}\n"
-            f"In common: {' '.join(same) or 'nothing.'}\nDifferent: {' '.join(diff) or 'nothing.'}")
+    """What two faces share and where they differ (ground truth, no verdict), by name: comparing
+    faces is a skill of its own that verification builds on. The single captions teach the
+    values; this stays short so that pair rows cost little more than single ones to train on."""
+    a, b = pair.first, pair.second
+    same, diff = [], []
+    traits_a, traits_b = a.meta.get("traits", {}), b.meta.get("traits", {})
+    for name in sorted(set(traits_a) & set(traits_b)):
+        (same if traits_a[name] == traits_b[name] else diff).append(name)
+    for key, name in (("hair_color", "hair colour"), ("age_group", "age group")):
+        if isinstance(a.attributes.get(key), str) and isinstance(b.attributes.get(key), str):
+            (same if a.attributes[key] == b.attributes[key] else diff).append(name)
+    for key, attribute in BINARY_ATTRIBUTES.items():
+        va, vb = a.attributes.get(key), b.attributes.get(key)
+        if key in HAIR_KEYS or key == "young" or not isinstance(va, bool) or not isinstance(vb, bool) or not (va or vb):
+            continue  # hair colour and age are named above; an attribute neither face has is not news
+        (same if va == vb else diff).append(attribute.noun)
+    return f"Same: {', '.join(same) or 'nothing'}. Different: {', '.join(diff) or 'nothing'}."
 
 
 class CaptionTask:

@@ -1,0 +1,110 @@
+"""The offline default's shipped weights: current with the code that builds them, small, fp16,
+and used by `facellm_tiny` and the main job. When one of these fails after a change to the
+code in facellm.models.shipped.FINGERPRINT_SOURCES, the message names the refresh command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from facellm.models.shipped import (
+    MAX_SHIPPED_BYTES,
+    REFRESH_COMMAND,
+    SHIPPED_ADAPTER,
+    SHIPPED_BASE,
+    SHIPPED_DIR,
+    folder_bytes,
+    read_stamp,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_CONFIG = ROOT / "finetune" / "configs" / "facellm_tiny_base.yaml"
+
+
+def _expected_fingerprint() -> str:
+    sys.path.insert(0, str(ROOT))
+    from facellm.config import load_config
+    from facellm.tasks.corpus import task_corpus
+    from finetune.build_default import BuildDefaultConfig, fingerprint
+
+    cfg = load_config(BuildDefaultConfig, BASE_CONFIG)
+    return fingerprint(cfg, task_corpus(seed=cfg.seed))
+
+
+def test_shipped_base_is_current():
+    stamp = read_stamp(SHIPPED_BASE)
+    assert stamp is not None, f"no shipped base at {SHIPPED_BASE}; run `{REFRESH_COMMAND}`"
+    assert stamp["fingerprint"] == _expected_fingerprint(), (
+        f"the shipped base at {SHIPPED_BASE} is stale (built from other code, data config or "
+        f"settings); refresh it with `{REFRESH_COMMAND}`")
+
+
+def test_shipped_adapter_was_trained_on_the_shipped_base():
+    stamp, base = read_stamp(SHIPPED_ADAPTER), read_stamp(SHIPPED_BASE)
+    assert stamp is not None and base is not None
+    assert stamp["base_fingerprint"] == base["fingerprint"], (
+        "the shipped adapter was trained on another base; retrain it (`facellm train --config "
+        "finetune/configs/facellm_tiny.yaml`) and ship it with "
+        "`facellm models build-default --ship-adapter runs/lora/facellm_tiny`")
+
+
+def test_shipped_weights_are_fp16_and_small():
+    assert folder_bytes(SHIPPED_DIR) <= MAX_SHIPPED_BYTES
+    files = [*SHIPPED_BASE.glob("*.safetensors"), *SHIPPED_ADAPTER.glob("*.safetensors")]
+    assert len(files) >= 2
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+        assert dtypes == {"F16"}, (path, dtypes)
+
+
+def test_status_reports_the_shipped_base_as_current(tmp_path):
+    """The main job's decision: `build-default --status` exits 0 on a fresh FACELLM_HOME."""
+    done = subprocess.run([sys.executable, "-m", "finetune.build_default", "--config", str(BASE_CONFIG), "--status"],
+                          cwd=ROOT, capture_output=True, text=True, env={"FACELLM_HOME": str(tmp_path),
+                                                                         "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "shipped base" in done.stdout and "current" in done.stdout
+
+
+def test_status_says_stale_for_another_config(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "finetune.build_default", "--config", str(BASE_CONFIG),
+                           "--status", "steps=7"], cwd=ROOT, capture_output=True, text=True,
+                          env={"FACELLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert "must be trained" in done.stdout and "build-default --ship" in done.stdout
+
+
+def test_facellm_tiny_resolves_to_the_shipped_base_before_any_build(tmp_path, monkeypatch):
+    from facellm.models.loading import resolve_model_path
+
+    monkeypatch.setenv("FACELLM_HOME", str(tmp_path))
+    path, spec = resolve_model_path("facellm_tiny")
+    assert path == SHIPPED_BASE and spec is not None and spec.name == "facellm_tiny"
+
+
+def test_build_default_installs_the_shipped_base(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "finetune.build_default", "--config", str(BASE_CONFIG),
+                           f"output={tmp_path / 'base'}", "data=/nonexistent"], cwd=ROOT,
+                          capture_output=True, text=True, env={"FACELLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "installed the shipped base" in done.stdout
+    installed = json.loads((tmp_path / "base" / "facellm_build.json").read_text())
+    assert installed == read_stamp(SHIPPED_BASE)
+    assert (tmp_path / "base" / "model.safetensors").read_bytes() == (SHIPPED_BASE / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("folder", [SHIPPED_BASE, SHIPPED_ADAPTER])
+def test_shipped_folders_load(folder):
+    from facellm.models.loading import load_model
+
+    if folder == SHIPPED_BASE:
+        model, processor = load_model(folder, device="cpu")
+    else:
+        model, processor = load_model(SHIPPED_BASE, device="cpu", adapter=folder)
+    assert next(model.parameters()).dtype.is_floating_point and processor.tokenizer is not None
