@@ -6,4 +6,5 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup_env.sh" --test
 cd "$ROOT"
 export FACELLM_HOME=${FACELLM_HOME:-$ROOT/runs/test-home}
+export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 exec "$ROOT/.venv/bin/python" -m pytest -W error::RuntimeWarning "$@"

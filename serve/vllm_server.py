@@ -3,7 +3,8 @@
     facellm serve --model facellm_tiny --adapter facellm-lora=runs/lora/facellm_tiny [--port 8000]
 
 Binds 127.0.0.1 unless --host says otherwise, uses the model's (training) chat template, waits
-until the server is healthy, prints the URL, and stops the server on Ctrl-C.
+until the server is healthy, prints the URL, and stops the server on Ctrl-C, SIGTERM or SIGHUP,
+also while it is still starting (and the launcher's watchdog stops it if `serve` is killed).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def parse_adapters(items: list[str]) -> dict[str, str]:
@@ -22,6 +24,14 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--adapter {item!r} is not of the form name=path")
         adapters[name] = path
     return adapters
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # As Ctrl-C: unwinds through start_server / the wait below, which stop the server; a second
+    # signal must not cut that stop short (the stop itself is bounded: SIGKILL after a grace time).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lora-rank", type=int, default=None)
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, auto on GPU")
     args = parser.parse_args(argv)
+    for sig in STOP_SIGNALS:  # before the server starts: a start takes minutes
+        signal.signal(sig, _interrupt)
     try:
         adapters = parse_adapters(args.adapter)
         handle = start_server(model_folder(args.model), adapters, host=args.host, port=args.port,
@@ -45,22 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ServerStartError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"stopped by {e or 'SIGINT'} before the server was ready", file=sys.stderr)
+        return 0
     served = ", ".join(["base", *adapters]) if adapters else "base"
     print(f"serving {args.model} ({served}) at {handle.api_url}  (log: {handle.log_path}); Ctrl-C stops it",
           flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(1.0) and handle.process.poll() is None:
-            pass
+        code = handle.process.wait()
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         handle.stop()
-    if handle.process.returncode not in (0, None, -signal.SIGTERM, -signal.SIGKILL) and not stop.is_set():
-        print(f"error: the server exited with code {handle.process.returncode}; log: {handle.log_path}", file=sys.stderr)
-        return 1
-    return 0
+    print(f"error: the server exited with code {code}; log: {handle.log_path}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

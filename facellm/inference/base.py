@@ -28,6 +28,10 @@ from facellm.images import DEFAULT_MAX_PIXELS, to_rgb
 
 MAX_IMAGES = 2  # the tasks ask about one face or a pair
 
+# vLLM reports usage to its maker's server unless told not to; every vLLM the project starts
+# (the server's environment, the in-process engine's os.environ) carries these.
+NO_USAGE_STATS = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -293,6 +297,16 @@ def adapter_rank(path: str | Path) -> int:
     except FileNotFoundError:
         raise FileNotFoundError(f"{config_path}: no adapter_config.json: not a peft adapter folder") from None
     return max([int(config["r"]), *map(int, (config.get("rank_pattern") or {}).values())])
+
+
+def adapts_vision(adapter_paths: Sequence[str | Path]) -> bool:
+    """Whether any adapter has LoRA layers on the vision tower or its merger (Qwen2-VL's
+    `visual.`), which vLLM serves only with --enable-tower-connector-lora."""
+    for path in adapter_paths:
+        targets = json.loads((Path(path) / "adapter_config.json").read_text()).get("target_modules") or ()
+        if any("visual" in t for t in ([targets] if isinstance(targets, str) else targets)):
+            return True
+    return False
 
 
 def vllm_lora_rank(adapter_paths: Sequence[str | Path]) -> int:

