@@ -39,6 +39,18 @@ HELP = ("Attach **one** face to ask about it, or **two** faces to verify whether
         "(the verification prompt is then the task's own, so that the LR is the one eval calibrates).")
 
 
+def default_adapters(model: str) -> dict[str, str]:
+    """The offline default with no --adapter: the LoRA adapter that ships with it, so the demo
+    answers sensibly right after set-up (facellm.models.shipped)."""
+    from facellm.models.shipped import SHIPPED_ADAPTER
+
+    if model != "facellm_tiny" or not (SHIPPED_ADAPTER / "adapter_config.json").is_file():
+        return {}
+    print(f"serving the shipped adapter {SHIPPED_ADAPTER} as facellm-lora (pass --adapter to choose another)",
+          file=sys.stderr)
+    return {"facellm-lora": str(SHIPPED_ADAPTER)}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="facellm demo", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--model", default="facellm_tiny", help="registry name, hub id or folder")
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from facellm.assistant import FaceAssistant, load_calibrations, synthface_examples
     from facellm.models.loading import resolve_cache_dir
 
-    adapters = dict(a.split("=", 1) for a in args.adapter)
+    adapters = dict(a.split("=", 1) for a in args.adapter) or default_adapters(args.model)
     try:
         calibration = load_calibrations(args.calibration) if args.calibration else None
     except (OSError, ValueError) as e:

@@ -85,6 +85,13 @@ def validate(cfg: SFTConfig) -> None:
     positive(cfg.lora.alpha, "lora.alpha")
     if not 0 <= cfg.lora.dropout < 1:
         raise ConfigError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout!r}")
+    if cfg.lora.vision and cfg.model in registry.models():
+        from facellm.models.registry import VISION_LORA_TARGETS
+
+        family = registry.models()[cfg.model].family
+        if family not in VISION_LORA_TARGETS:
+            raise ConfigError(f"lora.vision: vLLM serves vision-tower LoRA for {', '.join(VISION_LORA_TARGETS)} "
+                              f"models, not {family} ({cfg.model})")
     _validate_train(cfg.train)
     at_least(cfg.eval.rows, 1, "eval.rows")
     at_least(cfg.eval.max_tokens, 1, "eval.max_tokens")
