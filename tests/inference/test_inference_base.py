@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
 from facellm.inference.base import (
+    NO_USAGE_STATS,
     Backend,
     InvalidImageError,
     ScoreRequest,
@@ -127,3 +131,18 @@ def test_backends_satisfy_the_protocol(hf_backend, local_backend, server_backend
     for backend in (hf_backend, local_backend, server_backend):
         assert isinstance(backend, Backend)
     assert hf_backend.adapters == local_backend.adapters == server_backend.adapters == ("lora_a", "lora_b")
+
+
+def test_the_in_process_engine_never_reports_vllm_usage(tmp_path):
+    # vLLM's own gate, in a process whose environment and home (no do_not_track file) allow reporting
+    env = {k: v for k, v in os.environ.items() if k not in NO_USAGE_STATS} | {"HOME": str(tmp_path)}
+    check = "from vllm.usage.usage_lib import is_usage_stats_enabled; print(is_usage_stats_enabled())"
+
+    def enabled(first: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", f"{first}; {check}"], env=env, text=True, capture_output=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()[-1]
+
+    assert enabled("pass") == "True"  # what vLLM would do on its own here
+    assert enabled("import facellm.inference.vllm_local") == "False"
