@@ -60,6 +60,8 @@ def fingerprint(cfg: BuildDefaultConfig, corpus: list[str]) -> str:
 
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("output", "threads", "save_every", "data")}
     data_config = Path(cfg.data_config)
+    if not data_config.is_absolute() and not data_config.is_file():  # shipped configs name it from the checkout
+        data_config = Path(__file__).resolve().parent.parent / data_config
     if not data_config.is_file():
         raise FileNotFoundError(f"data_config {data_config} does not exist")
     return base_fingerprint(fields, data_config.read_text(), corpus)
