@@ -44,7 +44,6 @@ from facellm.data.build import row_conversation
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.registry import get_task
 from facellm.schema import EXPRESSIONS
-from facellm.tasks.verification import parse_verification
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
 LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
