@@ -113,10 +113,11 @@ def hf_backend(tiny_model_dir, tiny_adapters):
 
 @pytest.fixture(scope="module")
 def pair():
-    """Two SynthFace images of different identities (YuNet finds both drawn faces)."""
+    """Two SynthFace images of different identities, rendered as the data config renders them
+    (160 px, photo-like pose; YuNet finds both drawn faces)."""
     from facellm.synthface import iter_synthface_records
 
-    records = list(itertools.islice(iter_synthface_records("test", 500, 2, seed=0), 4))
+    records = list(itertools.islice(iter_synthface_records("test", 500, 2, seed=0, size=160), 4))
     return records[0], records[2]
 
 
@@ -147,8 +148,10 @@ def test_verify_matches_eval(hf_backend, pair, adapter):
     assert result.fr_score is not None and 0 <= result.fr_score <= 1
     assert "Uncalibrated" in result.calibration_note and "uncalibrated" in result.markdown()
 
-    # the same pair as an eval dataset row with the prompt the assistant used
-    sample = FacePair("synthface/test/demo", "synthface", "test", first, second, same=False)
+    # the same pair as an eval dataset row (whose images the build aligned) with the prompt the assistant used
+    aligned, _ = FaceAssistant(hf_backend).prepare([first.image, second.image])
+    sample = FacePair("synthface/test/demo", "synthface", "test", dataclasses.replace(first, image=aligned[0]),
+                      dataclasses.replace(second, image=aligned[1]), same=False)
     [conversation] = VerificationTask().conversations(sample, random.Random(0), ("images_only",))
     record = _eval_record(hf_backend, dataclasses.replace(conversation, prompt=result.prompt), adapter, 48)
     assert result.reply == record["response"]
