@@ -63,6 +63,9 @@ def run_recipe(module: str, argv: list[str]) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     sys.argv = [module, *argv]
+    # run as __main__ afresh: a copy imported earlier in this process (a test, a notebook) would
+    # make runpy warn about executing a module that is already in sys.modules
+    sys.modules.pop(module, None)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
