@@ -67,13 +67,19 @@ def fingerprint(cfg: BuildDefaultConfig, corpus: list[str]) -> str:
     return base_fingerprint(fields, data_config.read_text(), corpus)
 
 
+def output_dir(cfg: BuildDefaultConfig) -> Path:
+    """Where the base is built or installed: `output`, else $FACELLM_HOME/models/facellm_tiny."""
+    from facellm.models.loading import resolve_cache_dir
+
+    return Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
+
+
 def status(cfg: BuildDefaultConfig) -> tuple[bool, str]:
     """(current?, a line saying which base `facellm_tiny` resolves to and whether it is current)."""
-    from facellm.models.loading import resolve_cache_dir
     from facellm.models.shipped import REFRESH_COMMAND, SHIPPED_BASE, stamp_matches
     from facellm.tasks.corpus import task_corpus
 
-    out = Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
+    out = output_dir(cfg)
     digest = fingerprint(cfg, task_corpus(seed=cfg.seed))
     if stamp_matches(out, digest):
         return True, f"{out} is up to date (fingerprint {digest})"
@@ -86,12 +92,12 @@ def status(cfg: BuildDefaultConfig) -> tuple[bool, str]:
 def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
     from facellm.data.build import load_built
     from facellm.models.default import build_default_model
-    from facellm.models.loading import load_model, resolve_cache_dir
+    from facellm.models.loading import load_model
     from facellm.models.shipped import SHIPPED_BASE, install, stamp_matches, to_fp16
     from facellm.tasks.corpus import task_corpus
     from facellm.training import train
 
-    out = Path(cfg.output) if cfg.output else resolve_cache_dir() / "models" / "facellm_tiny"
+    out = output_dir(cfg)
     corpus = task_corpus(seed=cfg.seed)
     digest = fingerprint(cfg, corpus)
     if stamp_matches(out, digest) and not (ship and not stamp_matches(SHIPPED_BASE, digest)):

@@ -132,9 +132,6 @@ class ImageEncoder:
             data = buf.getvalue()
         return {"bytes": data, "path": None}, how
 
-    def clear(self) -> None:
-        self._cache.clear()
-
 
 def _rows_for(sample: Sample, tasks: dict[str, tuple[Task, tuple[str, ...] | None]], seed: int,
               encode: ImageEncoder) -> list[dict[str, Any]]:
