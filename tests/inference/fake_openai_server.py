@@ -4,9 +4,12 @@ ways a real server and its connections do, for the client's transport tests.
 It answers GET /health, GET /v1/models (a base model and `adapters`) and
 POST /v1/chat/completions (the text `reply`), keeps connections alive (HTTP/1.1), and:
     idle_timeout_s: closes a kept-alive connection idle this long (uvicorn does after 5 s);
-    reset_every: every n-th chat request is read, then its connection reset (RST: the client
+    reset_every: every n-th new chat request is read, then its connection reset (RST: the client
         sees "[Errno 104] Connection reset by peer"), without an answer;
-    close_every: every n-th chat request is read, then its connection closed without an answer;
+    close_every: every n-th new chat request is read, then its connection closed without an answer;
+        a request sent again (the same body) is answered, so faults are transient, as a
+        keep-alive race is, and a client's bounded retries always get through;
+    persistent: counts every request read, resends too, so reset_every=1 resets them all;
     body: "json"; "not_json" (every answer is an HTML page); "no_choices" (chat answers JSON
         without choices);
     fail_after: chat requests after this many answers get 500.
@@ -28,11 +31,12 @@ from typing import Any, Literal
 
 class FakeOpenAIServer:
     def __init__(self, *, reply: str = "Yes", adapters: tuple[str, ...] = (), idle_timeout_s: float | None = None,
-                 reset_every: int = 0, close_every: int = 0,
+                 reset_every: int = 0, close_every: int = 0, persistent: bool = False,
                  body: Literal["json", "not_json", "no_choices"] = "json", fail_after: int | None = None) -> None:
         self.reply, self.adapters, self.body, self.fail_after = reply, adapters, body, fail_after
-        self.reset_every, self.close_every = reset_every, close_every
+        self.reset_every, self.close_every, self.persistent = reset_every, close_every, persistent
         self.chats = 0                      # chat requests read
+        self._seen: set[str] = set()        # bodies of chat requests read, to tell a resend
         self.answered = 0                   # chat requests answered 200
         self.resets = self.closes = 0
         self.prompts: list[str] = []        # the text of each answered chat request
@@ -53,13 +57,16 @@ class FakeOpenAIServer:
 
     def next_action(self, payload: dict[str, Any]) -> str:
         """What to do with a chat request just read: answer, reset, close or fail."""
+        body = json.dumps(payload, sort_keys=True)
         with self._lock:
             self.chats += 1
-            n = self.chats
-            if self.reset_every and n % self.reset_every == 0:
+            new = self.persistent or body not in self._seen
+            self._seen.add(body)
+            n = self.chats if self.persistent else len(self._seen)
+            if new and self.reset_every and n % self.reset_every == 0:
                 self.resets += 1
                 return "reset"
-            if self.close_every and n % self.close_every == 0:
+            if new and self.close_every and n % self.close_every == 0:
                 self.closes += 1
                 return "close"
             if self.fail_after is not None and self.answered >= self.fail_after:

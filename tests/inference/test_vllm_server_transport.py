@@ -30,7 +30,7 @@ def test_dropped_and_reset_connections_are_resent_and_every_reply_arrives(faces)
 
 
 def test_a_connection_that_always_resets_is_reported_after_bounded_retries(faces):
-    with FakeOpenAIServer(reset_every=1) as fake:
+    with FakeOpenAIServer(reset_every=1, persistent=True) as fake:
         backend = VLLMServerBackend(fake.url, connect_attempts=3, backoff_s=0.1)
         start = time.monotonic()
         with pytest.raises(BackendUnavailable, match=r"failed 3 times .*ReadError.*Connection reset by peer"):
