@@ -7,6 +7,7 @@
     facellm train --config finetune/configs/facellm_tiny.yaml [key=value ...] [--resume]
     facellm serve --model NAME|PATH [--adapter name=path ...]
     facellm eval --config eval/configs/synthface_tiny.yaml [key=value ...]
+    facellm eval mc --config eval/configs/synthface_mc.yaml [key=value ...]
     facellm demo [--model ...]
 
 Recipes live beside the package in a source checkout (instruct_data/, finetune/, eval/, demo/,
@@ -22,12 +23,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A command is matched in this order: "eval mc" before "eval", whose arguments it would take.
 COMMANDS: dict[str, str] = {
     "data build": "instruct_data.build",
     "data export": "instruct_data.export",
     "models build-default": "finetune.build_default",
     "train": "finetune.lora_sft",
     "serve": "serve.vllm_server",
+    "eval mc": "eval.multiple_choice",
     "eval": "eval.run",
     "demo": "demo.app",
 }
