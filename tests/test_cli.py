@@ -15,6 +15,7 @@ CONFIG_RECIPES = {  # command -> a config it runs
     "data build": "instruct_data/configs/synthface.yaml",
     "train": "finetune/configs/facellm_tiny.yaml",
     "models build-default": "finetune/configs/facellm_tiny_base.yaml",
+    "eval mc": "eval/configs/synthface_mc.yaml",
 }
 
 
@@ -48,7 +49,8 @@ def test_recipe_help_names_the_config_and_the_overrides(command, capsys):
 
 @pytest.mark.parametrize("command", CONFIG_RECIPES)
 def test_a_shortened_option_is_not_taken_for_the_long_one(command, capsys):
-    shortened = {"data build": "--overwrit", "train": "--resum", "models build-default": "--chec"}[command]
+    shortened = {"data build": "--overwrit", "train": "--resum", "models build-default": "--chec",
+                 "eval mc": "--chec"}[command]
     assert main([*command.split(), "--config", CONFIG_RECIPES[command], shortened, "--check"]) == 2
     assert f"unknown option '{shortened}'" in capsys.readouterr().err
 
