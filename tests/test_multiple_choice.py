@@ -25,7 +25,12 @@ from facellm.multiple_choice import (
     parse_choice,
     score_items,
 )
-from facellm.multiple_choice.synthface import AGE_RANGES, SAME, synthface_mc_items, write_facexbench
+from facellm.multiple_choice.synthface import (
+    AGE_RANGES,
+    SAME,
+    synthface_mc_items,
+    write_facexbench,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = ["smiling", "not smiling", "Rosy_Cheeks", "9"]
@@ -132,14 +137,14 @@ def test_a_folder_of_both_benchmarks(tmp_path):
 
 
 @pytest.mark.parametrize("content, where", [
-    ('{"questions": {"1": {"question_text": "q", "options": ["a", "b"], "correct_answer_option": "C", '
-     '"image_paths": ["x.png"]}}}', "question '1': bad/1: answer 'C' is not one of A, B"),
-    ('{"data": [{"QA": {"question": "q", "options": ["a", "b"], "answer": 0}, "image": {"image_paths": {}}}, '
-     '{"QA": {"question": "q", "options": ["a", "b"]}, "image": {}}]}', "item 0: no image of version None"),
-    ('[{"question_text": "q", "options": ["a", "b"], "correct_answer_option": "A", "image_paths": ["x.png"]}, '
-     '{"question_text": "q", "correct_answer_option": "A", "image_paths": ["x.png"]}]', "item 1: missing key 'options'"),
-    ('{"QA": {"question": "q", "options": ["a", "b"], "answer": 0}, "image": {"image_paths": "x.png"}}\n'
-     '{"QA": {"question": "q", "options": ["a", "b"], "answer": 5}, "image": {"image_paths": "x.png"}}\n',
+    (('{"questions": {"1": {"question_text": "q", "options": ["a", "b"], "correct_answer_option": "C", '
+      '"image_paths": ["x.png"]}}}'), "question '1': bad/1: answer 'C' is not one of A, B"),
+    (('{"data": [{"QA": {"question": "q", "options": ["a", "b"], "answer": 0}, "image": {"image_paths": {}}}, '
+      '{"QA": {"question": "q", "options": ["a", "b"]}, "image": {}}]}'), "item 0: no image of version None"),
+    (('[{"question_text": "q", "options": ["a", "b"], "correct_answer_option": "A", "image_paths": ["x.png"]}, '
+      '{"question_text": "q", "correct_answer_option": "A", "image_paths": ["x.png"]}]'), "item 1: missing key 'options'"),
+    (('{"QA": {"question": "q", "options": ["a", "b"], "answer": 0}, "image": {"image_paths": "x.png"}}\n'
+      '{"QA": {"question": "q", "options": ["a", "b"], "answer": 5}, "image": {"image_paths": "x.png"}}\n'),
      "line 2: answer 5 is outside the 2 options"),
     ('{"question": "q"}\n{"x": 1}\n', "line 1: neither a FaceXBench question"),
     ('{"QA": {}}\nnot json\n', "line 2: not JSON"),
@@ -221,7 +226,7 @@ def _hand_logliks(backend, item: MCItem) -> list[float]:
     from facellm.inference.base import chat_prompt
 
     processor, images, prompt = backend.processor, item.images, mc_prompt(item)
-    tokens = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tokens = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]
     out = []
     for option in item.options:
         text = chat_prompt(processor, len(images), prompt, option, open_end=True)
@@ -272,6 +277,11 @@ def test_metrics_of_hand_written_records():
     assert m["answer_share"] == pytest.approx({"A": 0.5, "B": 0.25, "C": 0.25})
     assert m["choice_share"]["generate"] == pytest.approx({"A": 0.5, "B": 0.25, "C": 0.0})  # one unparsed
     assert m["choice_share"]["acc"] == pytest.approx({"A": 0.75, "B": 0.0, "C": 0.25})
+    assert m["accuracy_by_answer"]["acc_norm"] == pytest.approx({"A": 0.5, "B": 1.0, "C": 1.0})
+    only_a = mc_metrics(records[:1])  # a letter chosen but never the answer has no accuracy
+    assert only_a["answer_share"] == {"A": 1.0, "B": 0.0} and math.isnan(only_a["accuracy_by_answer"]["acc_norm"]["B"])
+    assert mc_metrics([]) == {"n": 0, "ways": [], "accuracy": {}, "per_category": {}, "per_level": {},
+                              "answer_share": {}, "choice_share": {}, "accuracy_by_answer": {}}
 
 
 # ---------------------------------------------------------------- facellm eval mc, end to end
@@ -280,7 +290,7 @@ def test_metrics_of_hand_written_records():
 def facellm_eval_mc(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facellm.cli", "eval", "mc", "--config",
                            "eval/configs/synthface_mc.yaml", *overrides],
-                          cwd=ROOT, text=True, capture_output=True, timeout=900)
+                          cwd=ROOT, text=True, capture_output=True, timeout=900, check=False)
 
 
 def test_eval_mc_on_the_tiny_model(tiny_model_dir, tmp_path):

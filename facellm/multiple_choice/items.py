@@ -140,7 +140,7 @@ def _load_file(path: Path, format: Format, image_root: str | Path | None, versio
     for where, (key, entry) in raw:
         try:
             if not isinstance(entry, dict):
-                raise ValueError(f"expected a JSON object, got {type(entry).__name__}")
+                raise TypeError(f"expected a JSON object, got {type(entry).__name__}")
             kind = format if format != "auto" else _detect(entry)
             if kind == "facexbench":
                 items.append(_facexbench_item({**header, **entry}, f"{path.stem}/{key}", root))

@@ -172,7 +172,7 @@ def score_items(backend: Backend, items: Sequence[MCItem], adapter: str | None =
 def mc_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy of each scoring way overall, per category and per category level ("face" of
     "face/age/basic_5"); the unparsed rate of generation; position bias: how often each letter
-    is chosen beside how often it is the answer."""
+    is chosen beside how often it is the answer, and the accuracy on the items whose answer it is."""
     ways = [w for w in WAYS if any(w in r["correct"] for r in records)]
     letters = sorted({r["answer"] for r in records} | {_choice(r, w) for r in records for w in ways} - {None})
     out: dict[str, Any] = {"n": len(records), "ways": ways}
@@ -192,6 +192,8 @@ def mc_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["answer_share"] = {letter: answers[letter] / len(records) for letter in letters} if records else {}
     out["choice_share"] = {w: {letter: _mean(_choice(r, w) == letter for r in records) for letter in letters}
                            for w in ways}
+    out["accuracy_by_answer"] = {w: {letter: _mean(r["correct"][w] for r in records if r["answer"] == letter)
+                                     for letter in letters} for w in ways}
     return out
 
 
@@ -213,9 +215,9 @@ def mc_blocks(metrics: dict[str, dict[str, Any]], title: str = "Multiple-choice 
     systems = list(metrics)
     columns = [(s, w) for s in systems for w in metrics[s]["ways"]]
     header = ["", "n", *(f"{s} {w}" for s, w in columns)]
-    blocks: list[tuple[str, Any]] = [("h1", title), ("p", "generate: the letter parsed from the greedy answer "
-                                                        "(unparsed = wrong); acc / acc_norm: the option of "
-                                                        "highest log-likelihood, raw / per byte (lm-eval).")]
+    legend = ("generate: the letter parsed from the greedy answer (unparsed = wrong); acc / acc_norm: the "
+              "option of highest log-likelihood, raw / per byte (lm-eval).")
+    blocks: list[tuple[str, Any]] = [("h1", title), ("p", legend)]
     first = metrics[systems[0]] if systems else {"n": 0, "per_category": {}, "per_level": {}}
     rows = [["overall", first["n"], *(metrics[s]["accuracy"][w] for s, w in columns)]]
     for key in ("per_level", "per_category"):
@@ -227,7 +229,10 @@ def mc_blocks(metrics: dict[str, dict[str, Any]], title: str = "Multiple-choice 
         letters = list(m["answer_share"])
         bias = [["answer", *(m["answer_share"][x] for x in letters)]]
         bias += [[f"chosen ({w})", *(m["choice_share"][w][x] for x in letters)] for w in m["ways"]]
-        blocks += [("h2", f"Position bias: {s}"),
-                   ("p", f"Unparsed answers: {m['unparsed_rate']:.3f}." if "unparsed_rate" in m else ""),
-                   ("table", (["share of items", *letters], bias))]
+        bias += [[f"correct when the answer ({w})", *(m["accuracy_by_answer"][w][x] for x in letters)]
+                 for w in m["ways"]]
+        blocks.append(("h2", f"Position bias: {s}"))
+        if "unparsed_rate" in m:
+            blocks.append(("p", f"Unparsed answers (no letter found, scored wrong): {m['unparsed_rate']:.3f}."))
+        blocks.append(("table", (["share of items per letter", *letters], bias)))
     return blocks
