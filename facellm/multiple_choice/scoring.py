@@ -120,14 +120,14 @@ def option_logliks(backend: Backend, items: Sequence[MCItem], adapter: str | Non
     token after the continuation (lm-eval scores none)."""
     out = []
     for batch in tqdm(_batches(items, batch_size), desc="likelihood", unit="batch", disable=not progress):
-        requests, owners = [], []
+        requests, n_options = [], []
         for item in batch:
             images, prompt = item_images(item), mc_prompt(item)
             for text in continuations(item, continuation):
                 requests.append(ScoreRequest(images, prompt, text, adapter, include_end=include_end))
-            owners.append(len(item.options))
+            n_options.append(len(item.options))
         scored = iter(backend.continuation_logprobs(requests))
-        for item, n in zip(batch, owners):
+        for item, n in zip(batch, n_options):
             logliks = [math.fsum(next(scored)) for _ in range(n)]
             out.append(likelihood_choices(item, logliks, continuation))
     return out
