@@ -83,7 +83,8 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
 
 def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
                     records_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from facellm.evaluation import RecordLog, evaluate_rows, lr_systems, task_metrics
+    from facellm.evaluation import (RecordLog, demographic_metrics, evaluate_rows, fusion_metrics, lr_systems,
+                                    task_metrics)
     from facellm.metrics import EmbeddingLR
 
     records = {}
@@ -99,7 +100,9 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
                 by_variant[r["variant"]][split].append(r)
     embed = (lambda: EmbeddingLR(reg_covar=cfg.embedding_reg_covar)) if cfg.embedding_lr else None
     lr = {v: lr_systems(g["test"], g["calibration"], embed) for v, g in sorted(by_variant.items())}
-    summary = {"adapter": system.adapter, "tasks": task_metrics(records["test"]), "lr": lr}
+    summary = {"adapter": system.adapter, "tasks": task_metrics(records["test"]), "lr": lr,
+               "fusion": {v: fusion_metrics(kinds) for v, kinds in lr.items()},
+               "demographics": demographic_metrics(records["test"], lr)}
     return summary, records["test"] + records["calibration"]
 
 

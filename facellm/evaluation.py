@@ -47,6 +47,8 @@ from facellm.schema import EXPRESSIONS
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
 LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
+MIXED = "mixed"  # the demographic group of a pair whose two faces are in different groups
+TMR_FMRS = {"tmr_at_fmr_1e3": 1e-3, "tmr_at_fmr_1e4": 1e-4}
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -226,7 +228,52 @@ def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str
                                                 verdict_tokens=verdict_tokens)
             log.append(records)
             bar.update(len(batch))
-    return [log.done[row["id"]] for row in rows]
+    return [{**log.done[row["id"]], **row_context(row)} for row in rows]
+
+
+# ---------------------------------------------------------------- demographic groups of a row
+
+AGE_BINS = ((3, "0-2"), (10, "3-9"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (50, "40-49"), (60, "50-59"),
+            (70, "60-69"))  # FairFace's bins, for datasets that give years
+
+
+def face_groups(face: dict[str, Any]) -> dict[str, str]:
+    """The demographic groups one face's ground truth (`FaceRecord.ground_truth()`) carries:
+    skin_tone and age_group (SynthFace), gender, race and age (FairFace's age bin, or years
+    binned likewise where no age group is given; UTKFace)."""
+    meta, attrs = face.get("meta") or {}, face.get("attributes") or {}
+    out = {}
+    if tone := (meta.get("identity_params") or {}).get("skin_tone"):
+        out["skin_tone"] = str(tone)
+    if attrs.get("age_group"):
+        out["age_group"] = str(attrs["age_group"])
+    for key in ("gender", "race"):
+        if meta.get(key):
+            out[key] = str(meta[key])
+    if meta.get("age_bin"):
+        out["age"] = str(meta["age_bin"])
+    elif face.get("age") is not None and "age_group" not in out:
+        out["age"] = next((name for end, name in AGE_BINS if face["age"] < end), "70+")
+    return out
+
+
+def row_context(row: dict[str, Any]) -> dict[str, Any]:
+    """What aggregation needs from a row beyond its record (read from the row, so records
+    resumed from an older run get it too): `groups`, the row's demographic groups; a pair's
+    group is the one both faces share, else "mixed" (NIST's FMR per group counts same-group
+    impostor pairs); and for verification `fr_threshold`, the FR decision threshold."""
+    gt = json.loads(row["gt"])
+    sample = gt.get("sample") or {}
+    if "first" in sample and "second" in sample:
+        a, b = face_groups(sample["first"]), face_groups(sample["second"])
+        groups = {k: a[k] if a[k] == b[k] else MIXED for k in a.keys() & b.keys()}
+    else:
+        groups = face_groups(sample)
+    out: dict[str, Any] = {"groups": dict(sorted(groups.items()))}
+    if row["task"] == "verification":
+        out["fr_threshold"] = (gt.get("extras") or {}).get("threshold")
+    return out
+
 
 
 # ---------------------------------------------------------------- aggregation
@@ -304,8 +351,9 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
     """
     x, cal_x = _finite(llrs), _finite(cal_llrs)
     out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
-                           "cllr_min": M.cllr_min(llrs, labels),
-                           "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {}}
+                           "cllr_min": M.cllr_min(llrs, labels), **tmr_at_fmrs(labels, x),
+                           "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {},
+                           "_cal_llrs": np.asarray(cal_llrs, float), "_cal_labels": cal_labels}
     if raw_is_llr:
         out["cllr_raw"] = M.cllr(llrs, labels)
     pav = M.PavCalibrator(add_misleading=1).fit(cal_x, cal_labels)
@@ -318,6 +366,15 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
         out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
         out["_calibrated"][name] = calibrated
     return out
+
+
+def tmr_at_fmrs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """TMR at FMR 1e-3 and 1e-4 (Sony et al.'s operating points), with the number of non-mated
+    pairs behind them: nan where there are fewer than 1/FMR of them, and `tmr_note` saying so."""
+    points = {name: M.operating_point(labels, scores, fmr) for name, fmr in TMR_FMRS.items()}
+    notes = [f"not estimable: {p.reason}" for p in points.values() if p.reason]
+    return {"n_nonmated": int(np.sum(np.asarray(labels) == 0)), **{k: p.tmr for k, p in points.items()},
+            "tmr_note": "; ".join(notes) or None}
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -339,13 +396,115 @@ def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],
             out[kind.removeprefix("llr_")] = lr_report(np.array([r[kind] for r in test]), labels,
                                                        np.array([r[kind] for r in cal]), cal_labels, raw_is_llr=True)
     if embedding_lr is not None:
-        model = embedding_lr().fit([r["explanation"] or "-" for r in cal], cal_labels)
-        out["embedding"] = lr_report(model.transform([r["explanation"] or "-" for r in test]), labels,
-                                     model.transform([r["explanation"] or "-" for r in cal]), cal_labels,
+        model = embedding_lr()
+        test_z, cal_z = (model.embed([r["explanation"] or "-" for r in rs]) for rs in (test, cal))
+        model.fit(cal_z, cal_labels)
+        out["embedding"] = lr_report(model.transform(test_z), labels, model.transform(cal_z), cal_labels,
                                      raw_is_llr=True)
+        out["embedding"]["separability"] = _separability(test_z, labels)
     if all(r["fr_score"] is not None for r in (*test, *cal)):
         out["fr_score"] = lr_report(np.array([r["fr_score"] for r in test]), labels,
                                     np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False)
+    for rep in out.values():
+        rep["_ids"] = [r["id"] for r in test]
+    return out
+
+
+def _separability(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Separability of the test explanations' embeddings (mated vs non-mated); nan with a note
+    where it is undefined (e.g. every explanation the same text)."""
+    try:
+        return M.separability(vectors, labels)._asdict()
+    except ValueError as e:
+        return {"silhouette": float("nan"), "davies_bouldin": float("nan"), "calinski_harabasz": float("nan"),
+                "fisher_ratio": float("nan"), "note": str(e)}
+
+
+# ---------------------------------------------------------------- evidence beyond the FR score
+
+
+def fusion_metrics(kinds: dict[str, dict[str, Any]], C: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Does an explanation LR add evidence to the FR score? For each LR system of one
+    (system, variant) besides the FR score (`lr_systems`' output), a logistic fusion of the FR
+    score with that system's LLRs (`LogisticFusion`), fitted on the calibration split, against
+    the FR score alone calibrated the same way (one-input `LogisticFusion`); both scored on the
+    test split. cllr_drop = cllr_fr_score - cllr_fusion (> 0: the explanation adds evidence),
+    with its standard error over test pairs (`cllr_drop`). Empty without an FR score."""
+    fr = kinds.get("fr_score")
+    if fr is None:
+        return {}
+    labels, cal_labels = fr["_labels"], fr["_cal_labels"]
+    fr_test, fr_cal = _finite(fr["_llrs"]), _finite(fr["_cal_llrs"])
+    alone = M.LogisticFusion(C).fit(fr_cal, cal_labels).transform(fr_test)
+    out = {}
+    for kind, rep in kinds.items():
+        if kind == "fr_score":
+            continue
+        fusion = M.LogisticFusion(C).fit(np.c_[fr_cal, _finite(rep["_cal_llrs"])], cal_labels)
+        fused = fusion.transform(np.c_[fr_test, _finite(rep["_llrs"])])
+        drop, se = M.cllr_drop(alone, fused, labels)
+        out[kind] = {"n": int(len(labels)), "cllr_fr_score": M.cllr(alone, labels), "cllr_fusion": M.cllr(fused, labels),
+                     "cllr_drop": drop, "cllr_drop_se": se, "auc_fusion": M.roc_auc(labels, fused),
+                     "weight_fr_score": float(fusion.weights[0]), "weight_llr": float(fusion.weights[1]),
+                     "intercept": fusion.intercept}
+    return out
+
+
+# ---------------------------------------------------------------- demographic differentials
+
+DEMOGRAPHIC_KEYS = ("skin_tone", "age_group", "age", "gender", "race")
+_TASK_SCALARS = ("accuracy", "mean_accuracy", "uar", "mae")
+
+
+def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[str, Any]] | None = None
+                        ) -> dict[str, dict[str, Any]]:
+    """Metrics per demographic group, NIST FRVT Part 3 style, for each group key the test
+    records carry in `groups` (`row_context`) with at least two groups:
+        {key: {"groups": {group: {metric: value}}, "ratios": {metric: max_min_ratio(...)._asdict()}}}
+    Metrics (`group_metrics`): the task metrics, verification FMR / FNMR of the model's verdict
+    and of the FR score at its threshold, Cllr of each logistic-calibrated LR system (`lr`:
+    {variant: lr_systems(...)}) and the hallucinated-claim rate. Ratios leave out "mixed"."""
+    calibrated = {(variant, kind, i): llr for variant, kinds in (lr or {}).items() for kind, rep in kinds.items()
+                  for i, llr in zip(rep["_ids"], rep["_calibrated"]["logistic"])}
+    out = {}
+    for key in DEMOGRAPHIC_KEYS:
+        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            if (group := (r.get("groups") or {}).get(key)) is not None:
+                by_group[group].append(r)
+        if len(by_group.keys() - {MIXED}) < 2:
+            continue
+        table = {g: group_metrics(rs, calibrated) for g, rs in sorted(by_group.items())}
+        names = list(dict.fromkeys(m for t in table.values() for m in t))
+        out[key] = {"groups": table,
+                    "ratios": {m: M.max_min_ratio({g: t.get(m, math.nan) for g, t in table.items()},
+                                                  exclude=(MIXED,))._asdict()
+                               for m in names if not m.rsplit("/", 1)[-1].startswith("n_")}}
+    return out
+
+
+def group_metrics(rs: Sequence[dict[str, Any]], calibrated: dict[tuple[str, str, str], float] | None = None
+                  ) -> dict[str, float]:
+    """The flat metrics of one group's records ("<task>/<metric>"); `calibrated`: (variant,
+    LR system, record id) -> calibrated test LLR. A rate needing a class the group lacks is nan."""
+    out: dict[str, float] = {"n_rows": len(rs)}
+    for key, m in task_metrics(rs).items():
+        out |= {f"{key}/{name}": m[name] for name in _TASK_SCALARS if name in m}
+        if "faithfulness" in m:
+            out[f"{key}/hallucinated_claim_rate"] = m["faithfulness"]["hallucinated_claim_rate"]
+    for variant, vs in _by_variant([r for r in rs if r["task"] == "verification"]).items():
+        key, labels = f"verification/{variant}", np.array([bool(r["label"]) for r in vs], dtype=int)
+        verdict = M.match_rates(labels, [r["prediction"] == "Match" for r in vs])
+        out |= {f"{key}/n_mated": verdict.n_mated, f"{key}/n_nonmated": verdict.n_nonmated,
+                f"{key}/fmr": verdict.fmr, f"{key}/fnmr": verdict.fnmr}
+        if all(r.get("fr_score") is not None and r.get("fr_threshold") is not None for r in vs):
+            fr = M.match_rates(labels, [r["fr_score"] >= r["fr_threshold"] for r in vs])
+            out |= {f"{key}/fr_fmr": fr.fmr, f"{key}/fr_fnmr": fr.fnmr}
+        kinds = dict.fromkeys(k for (v, k, _) in (calibrated or {}) if v == variant)
+        for kind in kinds:
+            llrs = [calibrated.get((variant, kind, r["id"])) for r in vs]
+            both = 0 < labels.sum() < len(labels) and None not in llrs
+            out[f"{key}/cllr/{kind}"] = M.cllr(np.array(llrs, float), labels) if both else math.nan
     return out
 
 

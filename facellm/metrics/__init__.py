@@ -3,9 +3,12 @@ claim faithfulness. Conventions: log10 `llrs`, labels 1 = H1 = same person (lir)
 
 - `classification`: accuracy / war, uar, macro_f1, confusion_matrix, mae, per-attribute accuracy.
 - `verification`: roc_curve, det_curve, roc_auc, eer, tmr_at_fmr on comparison scores.
-- `lr`: cllr, cllr_min, cllr_cal, ECE and Tippett data, PAV and logistic calibrators.
+- `lr`: cllr, cllr_min, cllr_cal, ECE and Tippett data, PAV and logistic calibrators, logistic
+  fusion and the Cllr drop it brings.
 - `embedding_lr`: LLRs from explanation texts (Sony et al.: embeddings + PCA + two GMMs).
 - `faithfulness`: attribute claims in explanations, checked against ground truth.
+- `separability`: how far explanation embeddings of mated and non-mated pairs separate.
+- `demographics`: per-group match rates and max/min ratios (NIST FRVT Part 3).
 """
 
 from facellm.metrics.classification import (
@@ -20,6 +23,7 @@ from facellm.metrics.classification import (
     uar,
     war,
 )
+from facellm.metrics.demographics import Differential, MatchRates, match_rates, max_min_ratio
 from facellm.metrics.embedding_lr import EmbeddingLR, SentenceEmbedder
 from facellm.metrics.faithfulness import (
     Claim,
@@ -35,10 +39,12 @@ from facellm.metrics.faithfulness import (
 from facellm.metrics.lr import (
     EceCurve,
     LogisticCalibrator,
+    LogisticFusion,
     PavCalibrator,
     TippettData,
     cllr,
     cllr_cal,
+    cllr_drop,
     cllr_min,
     ece,
     ece_curve,
@@ -47,6 +53,7 @@ from facellm.metrics.lr import (
     pav_llrs,
     tippett_data,
 )
+from facellm.metrics.separability import Separability, fisher_ratio, separability
 from facellm.metrics.verification import (
     DetCurve,
     EqualErrorRate,
@@ -62,11 +69,13 @@ from facellm.metrics.verification import (
 )
 
 __all__ = [
-    "Claim", "ClaimCheck", "DetCurve", "EceCurve", "EmbeddingLR", "EqualErrorRate", "LogisticCalibrator",
-    "OperatingPoint", "PavCalibrator", "RocCurve", "SentenceEmbedder", "TippettData",
-    "accuracy", "claims_per_explanation", "cllr", "cllr_cal", "cllr_min", "confusion_matrix", "det_curve",
-    "ece", "ece_curve", "eer", "eer_point", "hallucinated_claim_rate", "hallucinating_explanation_rate",
-    "ln_to_log10", "log10_to_ln", "macro_f1", "mae", "mean_accuracy", "operating_point", "parse_claims",
-    "parse_rate", "pav_llrs", "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve",
-    "score_claims", "supported_claim_rate", "tippett_data", "tmr_at_fmr", "uar", "unverifiable_claim_rate", "war",
+    "Claim", "ClaimCheck", "DetCurve", "Differential", "EceCurve", "EmbeddingLR", "EqualErrorRate",
+    "LogisticCalibrator", "LogisticFusion", "MatchRates", "OperatingPoint", "PavCalibrator", "RocCurve",
+    "SentenceEmbedder", "Separability", "TippettData",
+    "accuracy", "claims_per_explanation", "cllr", "cllr_cal", "cllr_drop", "cllr_min", "confusion_matrix",
+    "det_curve", "ece", "ece_curve", "eer", "eer_point", "fisher_ratio", "hallucinated_claim_rate",
+    "hallucinating_explanation_rate", "ln_to_log10", "log10_to_ln", "macro_f1", "mae", "match_rates",
+    "max_min_ratio", "mean_accuracy", "operating_point", "parse_claims", "parse_rate", "pav_llrs",
+    "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve", "score_claims", "separability",
+    "supported_claim_rate", "tippett_data", "tmr_at_fmr", "uar", "unverifiable_claim_rate", "war",
 ]

@@ -93,6 +93,11 @@ class EmbeddingLR:
         self.gmm_impostor_: GaussianMixture | None = None
         self.n_components_: dict[str, int] = {}
 
+    def embed(self, x: Sequence[str] | ArrayLike) -> np.ndarray:
+        """(n, dim) embeddings of texts (an embedding array passes through, checked): embed once
+        and give the array to `fit`, `transform` and `separability`."""
+        return self._embed(x)
+
     def _embed(self, x: Sequence[str] | ArrayLike) -> np.ndarray:
         if isinstance(x, np.ndarray) and x.dtype.kind == "f":
             vectors = x

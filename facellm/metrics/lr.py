@@ -248,3 +248,91 @@ def tippett_data(llrs: ArrayLike, labels: ArrayLike) -> TippettData:
     x2, p2 = _survival(h2)
     return TippettData(llrs_h1=x1, proportion_h1=p1, llrs_h2=x2, proportion_h2=p2,
                        misleading_h1=float(np.mean(h1 < 0)), misleading_h2=float(np.mean(h2 > 0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusion: the evidence one system adds to another
+
+
+class LogisticFusion:
+    """Several systems' scores or LLRs on the same pairs -> one log10 LLR by class-balanced
+    logistic regression on the stacked inputs (BOSARIS `train_linear_fuser`; lir's logistic
+    calibrator is one-dimensional). The output is `weights @ x + intercept` in log10 units.
+
+    Each input column is standardised on the fit data first (z-scores), as `lr_report` does for
+    one system: the L2 penalty then acts alike on an FR similarity in [0.4, 0.8] and an LLR
+    in [-50, 50]. `weights` and `intercept` are reported back in raw input units.
+    C: inverse L2 strength of sklearn's LogisticRegression (1.0, lir's default).
+    """
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+        self._model = None
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+
+    @staticmethod
+    def _columns(x: ArrayLike) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        x = x.reshape(-1, 1) if x.ndim == 1 else x
+        if x.ndim != 2 or not np.isfinite(x).all():
+            raise ValueError(f"expected a finite (n, k) array of scores; got shape {x.shape} "
+                             f"with {int((~np.isfinite(x)).sum())} non-finite value(s)")
+        return x
+
+    def fit(self, x: ArrayLike, labels: ArrayLike) -> LogisticFusion:
+        from sklearn.linear_model import LogisticRegression
+
+        x = self._columns(x)
+        _, y = check_llrs_labels(np.zeros(len(x)), labels, name="scores")
+        self._mean, std = x.mean(axis=0), x.std(axis=0)
+        self._std = np.where(std > 0, std, 1.0)
+        self._model = LogisticRegression(C=self.C, class_weight="balanced").fit((x - self._mean) / self._std, y)
+        return self
+
+    def transform(self, x: ArrayLike) -> np.ndarray:
+        """log10 LLRs of the fused systems."""
+        if self._model is None:
+            raise RuntimeError("LogisticFusion.transform called before fit")
+        x = self._columns(x)
+        # class-balanced weights: the log odds are the log LR at equal priors
+        return self._model.decision_function((x - self._mean) / self._std) / _LN10
+
+    def fit_transform(self, x: ArrayLike, labels: ArrayLike) -> np.ndarray:
+        return self.fit(x, labels).transform(x)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """log10 LR per unit of each raw input."""
+        if self._model is None:
+            raise RuntimeError("LogisticFusion is not fitted")
+        return self._model.coef_[0] / self._std / _LN10
+
+    @property
+    def intercept(self) -> float:
+        if self._model is None:
+            raise RuntimeError("LogisticFusion is not fitted")
+        return float((self._model.intercept_[0] - self._model.coef_[0] @ (self._mean / self._std)) / _LN10)
+
+
+def _costs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample Cllr costs in bits: log2(1 + 10**-llr) under H1, log2(1 + 10**llr) under H2."""
+    signed = np.where(y == 1, -x, x)
+    return np.logaddexp(0.0, signed * _LN10) / _LN2
+
+
+def cllr_drop(llrs_before: ArrayLike, llrs_after: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """(Cllr(before) - Cllr(after), its standard error) on the same pairs: how much a second
+    system (fused into `after`) lowers the cost. Cllr is a class-balanced mean of per-pair costs,
+    so the drop is the same mean of per-pair cost differences, and its standard error is
+    0.5 * sqrt(var_H1 / n_H1 + var_H2 / n_H2) of those differences (nan with fewer than two
+    pairs of a class or an infinite cost). It treats the systems as fixed: fitted elsewhere."""
+    before, y = check_llrs_labels(llrs_before, labels)
+    after, _ = check_llrs_labels(llrs_after, labels)
+    drop = cllr(before, y) - cllr(after, y)
+    cost_before, cost_after = _costs(before, y), _costs(after, y)
+    if not (np.isfinite(cost_before).all() and np.isfinite(cost_after).all()) or min(y.sum(), (1 - y).sum()) < 2:
+        return drop, float("nan")
+    d = cost_before - cost_after
+    se = 0.5 * np.sqrt(np.var(d[y == 1], ddof=1) / y.sum() + np.var(d[y == 0], ddof=1) / (1 - y).sum())
+    return drop, float(se)
