@@ -2,7 +2,8 @@
 ways a real server and its connections do, for the client's transport tests.
 
 It answers GET /health, GET /v1/models (a base model and `adapters`) and
-POST /v1/chat/completions (the text `reply`), keeps connections alive (HTTP/1.1), and:
+POST /v1/chat/completions (the text `reply`; streamed as server-sent events, one chunk per
+character, when the request says stream), keeps connections alive (HTTP/1.1), and:
     idle_timeout_s: closes a kept-alive connection idle this long (uvicorn does after 5 s);
     reset_every: every n-th new chat request is read, then its connection reset (RST: the client
         sees "[Errno 104] Connection reset by peer"), without an answer;
@@ -12,7 +13,9 @@ POST /v1/chat/completions (the text `reply`), keeps connections alive (HTTP/1.1)
     persistent: counts every request read, resends too, so reset_every=1 resets them all;
     body: "json"; "not_json" (every answer is an HTML page); "no_choices" (chat answers JSON
         without choices);
-    fail_after: chat requests after this many answers get 500.
+    fail_after: chat requests after this many answers get 500;
+    delay_s: each chat answer waits this long (requests then overlap, as on a real server);
+    owned_by: what /v1/models says owns the models (vLLM says "vllm"; others say other things).
 
     with FakeOpenAIServer(reset_every=3) as fake:
         VLLMServerBackend(fake.url).chat([...])
@@ -25,6 +28,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
@@ -32,14 +36,18 @@ from typing import Any, Literal
 class FakeOpenAIServer:
     def __init__(self, *, reply: str = "Yes", adapters: tuple[str, ...] = (), idle_timeout_s: float | None = None,
                  reset_every: int = 0, close_every: int = 0, persistent: bool = False,
-                 body: Literal["json", "not_json", "no_choices"] = "json", fail_after: int | None = None) -> None:
+                 body: Literal["json", "not_json", "no_choices"] = "json", fail_after: int | None = None,
+                 delay_s: float = 0.0, owned_by: str = "fake") -> None:
         self.reply, self.adapters, self.body, self.fail_after = reply, adapters, body, fail_after
         self.reset_every, self.close_every, self.persistent = reset_every, close_every, persistent
+        self.delay_s, self.owned_by = delay_s, owned_by
+        self.authorization: set[str] = set()  # the Authorization headers chat requests carried
         self.chats = 0                      # chat requests read
         self._seen: set[str] = set()        # bodies of chat requests read, to tell a resend
         self.answered = 0                   # chat requests answered 200
         self.resets = self.closes = 0
         self.prompts: list[str] = []        # the text of each answered chat request
+        self.payloads: list[dict] = []      # each answered chat request's body
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"fake": self, "timeout": idle_timeout_s})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -73,6 +81,7 @@ class FakeOpenAIServer:
                 return "fail"
             self.answered += 1
             self.prompts.append(payload["messages"][0]["content"][-1]["text"])
+            self.payloads.append(payload)
             return "answer"
 
 
@@ -89,9 +98,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/health":
             self._send(200, b"")
         elif self.path == "/v1/models":
-            base = [{"id": "fake-base", "object": "model", "parent": None}]
+            owner = self.fake.owned_by
+            base = [{"id": "fake-base", "object": "model", "owned_by": owner, "parent": None}]
             self._json(200, {"object": "list", "data": base + [
-                {"id": name, "object": "model", "parent": "fake-base"} for name in self.fake.adapters]})
+                {"id": name, "object": "model", "owned_by": owner, "parent": "fake-base"}
+                for name in self.fake.adapters]})
         else:
             self._json(404, {"error": {"message": "Not Found"}})
 
@@ -99,7 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path != "/v1/chat/completions":
             return self._json(404, {"error": {"message": "Not Found"}})
+        self.fake.authorization.add(self.headers.get("Authorization", ""))
         action = self.fake.next_action(payload)
+        if action == "answer" and self.fake.delay_s:
+            time.sleep(self.fake.delay_s)
         if action == "reset":
             self._reset()
         elif action == "close":
@@ -108,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, {"error": {"message": "engine died"}})
         elif self.fake.body == "not_json":
             self._send(200, b"<html>It works!</html>", "text/html")
+        elif payload.get("stream"):
+            self._stream(payload["model"])
         elif self.fake.body == "no_choices":
             self._json(200, {"id": "x", "object": "chat.completion"})
         else:
@@ -115,6 +131,23 @@ class _Handler(BaseHTTPRequestHandler):
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": self.fake.reply},
                                           "finish_reason": "stop", "token_ids": [1]}],
                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    def _stream(self, model: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        pieces = [{"content": c} for c in self.fake.reply] + [{}]
+        for i, delta in enumerate(pieces):
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if not delta else None}]}
+            self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
     def _reset(self) -> None:
         # SO_LINGER 0 turns close() into a RST; rfile holds the socket open until it is closed too.
