@@ -96,7 +96,11 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any], records: Sequence
 
 # ---------------------------------------------------------------- evaluation report
 
-LR_COLUMNS = ("n", "auc", "eer", "cllr_raw", "cllr_min", "cllr_pav", "cllr_logistic", "cllr_cal_logistic")
+LR_COLUMNS = ("n", "auc", "eer", "cllr_raw", "cllr_min", "cllr_pav", "cllr_logistic", "cllr_cal_logistic",
+              "n_nonmated", "tmr_at_fmr_1e3", "tmr_at_fmr_1e4")
+FUSION_COLUMNS = ("n", "cllr_fr_score", "cllr_fusion", "cllr_drop", "cllr_drop_se", "auc_fusion", "weight_fr_score",
+                  "weight_llr")
+SEPARABILITY_COLUMNS = ("n_mated", "n_nonmated", "silhouette", "davies_bouldin", "calinski_harabasz", "fisher_ratio")
 
 
 def evaluation_blocks(metrics: dict[str, Any], out_dir: str | Path) -> list[Block]:
@@ -110,6 +114,9 @@ def evaluation_blocks(metrics: dict[str, Any], out_dir: str | Path) -> list[Bloc
     blocks: list[Block] = [("h1", "facellm evaluation"), ("p", f"Systems: {', '.join(systems)}.")]
     blocks += _task_tables(metrics, systems)
     blocks += _lr_tables(metrics, systems)
+    blocks += _separability_table(metrics, systems)
+    blocks += _fusion_blocks(metrics, systems, plot_dir, plots)
+    blocks += _demographic_blocks(metrics, systems, plot_dir, plots)
     for system in systems:
         blocks += _lr_plots(system, metrics[system].get("lr", {}), plot_dir, plots)
         confusion = metrics[system]["tasks"].get("expression", {}).get("confusion")
@@ -158,12 +165,141 @@ def _lr_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
                 rows.append([system, variant, kind, *[rep.get(c) for c in LR_COLUMNS]])
     if not rows:
         return []
+    notes = sorted({rep["tmr_note"] for s in systems for kinds in metrics[s].get("lr", {}).values()
+                    for rep in kinds.values() if rep.get("tmr_note")})
     return [("h2", "Likelihood-ratio metrics of verification explanations"),
             ("p", "log10 LRs; calibrators fitted on the calibration split, metrics on the test split. "
                   "cllr_raw: the system's own LLRs; cllr_min: after PAV on the test set itself (the floor); "
                   "cllr_pav / cllr_logistic: after calibration fitted on the calibration split; "
-                  "cllr_cal_logistic = cllr_logistic - cllr_min."),
-            ("table", (["system", "variant", "LR system", *LR_COLUMNS], rows))]
+                  "cllr_cal_logistic = cllr_logistic - cllr_min. tmr_at_fmr_1e3 / 1e4: true-match rate at "
+                  "false-match rate 1e-3 / 1e-4 over the n_nonmated non-mated test pairs; nan (not estimable) "
+                  "with fewer than 1/FMR of them."),
+            ("table", (["system", "variant", "LR system", *LR_COLUMNS], rows)),
+            *[("p", f"TMR {note}.") for note in notes]]
+
+
+def _separability_table(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
+    rows = [[system, variant, *[sep.get(c) for c in SEPARABILITY_COLUMNS]]
+            for system in systems for variant, kinds in metrics[system].get("lr", {}).items()
+            if (sep := kinds.get("embedding", {}).get("separability"))]
+    if not rows:
+        return []
+    return [("h2", "Separability of explanation embeddings"),
+            ("p", "Sentence embeddings of the test explanations, mated against non-mated pairs (Sony et al.): "
+                  "silhouette (-1..1) and Calinski-Harabasz higher, Davies-Bouldin lower is better separated; "
+                  "Fisher ratio = |mean difference|^2 / (sum of the two classes' spreads)."),
+            ("table", (["system", "variant", *SEPARABILITY_COLUMNS], rows))]
+
+
+def _fusion_blocks(metrics: dict[str, Any], systems: list[str], plot_dir: Path, plots: Any) -> list[Block]:
+    rows = [[system, variant, kind, *[rep.get(c) for c in FUSION_COLUMNS]]
+            for system in systems for variant, kinds in metrics[system].get("fusion", {}).items()
+            for kind, rep in kinds.items()]
+    if not rows:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Evidence beyond the FR score"),
+        ("p", "Does the explanation add anything to the FR score? A logistic fusion of the FR score with each "
+              "explanation LLR, fitted on the calibration split, against the FR score alone calibrated the same "
+              "way, both on the test split. cllr_drop = cllr_fr_score - cllr_fusion (> 0: the explanation adds "
+              "evidence), cllr_drop_se its standard error over test pairs: a drop within about two of them is "
+              "noise. In the score variants the model was shown the FR score. The embedding LR's GMMs are "
+              "fitted on the calibration split too, so the fusion may overweight it."),
+        ("table", (["system", "variant", "LR system", *FUSION_COLUMNS], rows))]
+    for system in systems:
+        fusion = {v: kinds for v, kinds in metrics[system].get("fusion", {}).items() if kinds}
+        if not fusion:
+            continue
+        fig, axes = plots.new_figure(1, len(fusion), size=(4.5, 3.6))
+        for ax, (variant, kinds) in zip(np.atleast_1d(axes), fusion.items()):
+            plot_fusion(ax, kinds)
+            ax.set_title(f"{system} / {variant}")
+        name = f"fusion_{system}.png"
+        plots.save_figure(fig, plot_dir / name)
+        blocks.append(("img", (f"plots/{name}", f"Cllr of the FR score alone and fused with each explanation LR, "
+                                                f"{system}")))
+    return blocks
+
+
+def plot_fusion(ax: Any, kinds: dict[str, dict[str, Any]]) -> None:
+    """Cllr of the FR score alone and of its fusion with each LR system, the fusion with +-2
+    standard errors of the drop."""
+    names = list(kinds)
+    x = np.arange(len(names))
+    alone = [kinds[k]["cllr_fr_score"] for k in names]
+    fused = [kinds[k]["cllr_fusion"] for k in names]
+    errors = [2 * kinds[k]["cllr_drop_se"] if np.isfinite(kinds[k]["cllr_drop_se"]) else 0.0 for k in names]
+    ax.bar(x - 0.2, alone, 0.4, label="FR score alone", color="gray")
+    ax.bar(x + 0.2, fused, 0.4, yerr=errors, capsize=3, label="FR score + LLR", color="tab:green")
+    ax.set_xticks(x, [f"+ {k}" for k in names], rotation=30, ha="right")
+    ax.set_ylabel("Cllr (bits), test split")
+    top = np.nanmax(np.r_[alone, np.add(fused, errors)]) if names else 1.0
+    ax.set_ylim(0, 1.3 * top if np.isfinite(top) and top > 0 else 1.0)  # room for the legend
+    ax.grid(True, axis="y", linestyle=":")
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
+
+
+# ---------------------------------------------------------------- demographic differentials
+
+DEMOGRAPHIC_PLOT_METRICS = ("fmr", "fnmr", "fr_fmr", "fr_fnmr", "hallucinated_claim_rate")
+
+
+def _demographic_blocks(metrics: dict[str, Any], systems: list[str], plot_dir: Path, plots: Any) -> list[Block]:
+    blocks: list[Block] = []
+    for system in systems:
+        for key, data in metrics[system].get("demographics", {}).items():
+            groups = list(data["groups"])
+            names = list(dict.fromkeys(m for t in data["groups"].values() for m in t))
+            rows = []
+            for m in names:
+                ratio = data["ratios"].get(m, {})
+                rows.append([m, *[data["groups"][g].get(m) for g in groups], ratio.get("ratio"),
+                             ratio.get("max_group"), ratio.get("min_group")])
+            blocks += [("h3", f"{system}: by {key.replace('_', ' ')}"),
+                       ("table", (["metric", *groups, "max/min", "max group", "min group"], rows))]
+            blocks += _demographic_plot(system, key, data, plot_dir, plots)
+    if not blocks:
+        return []
+    return [("h2", "Demographic differentials"),
+            ("p", "Test-split metrics per demographic group from the rows' ground truth (NIST FRVT Part 3): "
+                  "fmr / fnmr: false-match and false-non-match rates of the model's verdict (Match accepts; "
+                  "Non-Match, Uncertain and no verdict reject); fr_fmr / fr_fnmr: of the FR score at the "
+                  "dataset's decision threshold; cllr/<LR system>: Cllr after logistic calibration. A pair "
+                  "belongs to a group when both faces do, else to the group mixed, which the max/min ratio (largest "
+                  "group value over smallest) leaves out; inf: the smallest is 0. Mind the counts (n_...)."),
+            *blocks]
+
+
+def _demographic_plot(system: str, key: str, data: dict[str, Any], plot_dir: Path, plots: Any) -> list[Block]:
+    variants = sorted({m.split("/")[1] for t in data["groups"].values() for m in t
+                       if m.startswith("verification/") and m.endswith("/fmr")})
+    if not variants:
+        return []
+    fig, axes = plots.new_figure(1, len(variants), size=(4.5, 3.6))
+    for ax, variant in zip(np.atleast_1d(axes), variants):
+        plot_group_rates(ax, {g: {m: t.get(f"verification/{variant}/{m}", float("nan"))
+                                  for m in DEMOGRAPHIC_PLOT_METRICS} for g, t in data["groups"].items()})
+        ax.set_title(f"{system} / {variant}, by {key.replace('_', ' ')}")
+    name = f"demographics_{system}_{key}.png"
+    plots.save_figure(fig, plot_dir / name)
+    return [("img", (f"plots/{name}", f"Verification error rates and hallucinated-claim rate per {key}, {system}"))]
+
+
+def plot_group_rates(ax: Any, rates: dict[str, dict[str, float]]) -> None:
+    """Grouped bars: for each group (x), one bar per rate; nan rates are not drawn."""
+    groups = list(rates)
+    names = list(dict.fromkeys(m for r in rates.values() for m in r))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(groups))
+    for i, m in enumerate(names):
+        values = np.array([rates[g].get(m, np.nan) for g in groups], dtype=float)
+        ax.bar(x - 0.4 + (i + 0.5) * width, np.nan_to_num(values, nan=0.0), width, label=m)
+    ax.set_xticks(x, groups, rotation=30, ha="right")
+    ax.set_ylim(0, 1.35)  # room for the legend above rates of 1
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("rate")
+    ax.grid(True, axis="y", linestyle=":")
+    ax.legend(loc="upper center", ncol=3, fontsize=7)
 
 
 def _lr_plots(system: str, lr: dict[str, Any], plot_dir: Path, plots: Any) -> list[Block]:
