@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from facellm.config import ConfigError, at_least, load_config, positive
 from facellm.schema import Split
@@ -35,7 +35,13 @@ class EvalConfig:
     adapters: dict[str, str] = field(default_factory=dict)      # served name -> adapter folder
     systems: list[SystemArgs] = field(default_factory=lambda: [SystemArgs("base")])
     backend: str = "vllm_server"            # vllm_server | vllm_local | hf
-    server_url: str | None = None           # attach to a running vLLM server instead of starting one
+    # attach to a running OpenAI-compatible server (likelihood needs vLLM) instead of starting one;
+    # a list of URLs spreads the requests over replicas that serve the same models
+    server_url: str | list[str] | None = None
+    served_model: str | None = None         # the server's name for the base model; None: the one non-adapter
+    api_key_env: str | None = None          # environment variable holding the server's API key
+    balance: Literal["least_busy", "round_robin"] = "least_busy"  # which replica takes the next request
+    max_concurrency: int = 32               # requests in flight at once, over all replicas
     tasks: list[str] | None = None          # None: every task in the dataset
     rows_per_group: int | None = None       # first N test rows per (task, variant); None = all
     calibration_split: Split = "validation"  # LR calibrators and the embedding LR are fitted here
@@ -54,6 +60,7 @@ def validate(cfg: EvalConfig) -> None:
 
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}")
+    validate_server(cfg)
     for system in cfg.systems:
         if system.adapter is not None and system.adapter not in cfg.adapters:
             raise ConfigError(f"system {system.name!r} names adapter {system.adapter!r}, which is not in adapters "
@@ -63,9 +70,24 @@ def validate(cfg: EvalConfig) -> None:
             raise ConfigError(f"tasks: unknown task {task!r}; known: {', '.join(registry.TASKS)}")
     if len({s.name for s in cfg.systems}) != len(cfg.systems):
         raise ConfigError("system names must be unique")
-    for name in ("rows_per_group", "calibration_rows_per_variant", "max_tokens", "batch_size"):
+    for name in ("rows_per_group", "calibration_rows_per_variant", "max_tokens", "batch_size", "max_concurrency"):
         at_least(getattr(cfg, name), 1, name)
     positive(cfg.embedding_reg_covar, "embedding_reg_covar")
+
+
+def validate_server(cfg: EvalConfig) -> None:
+    """The server keys: URLs that are http(s) addresses, used only by the vllm_server backend."""
+    urls = [cfg.server_url] if isinstance(cfg.server_url, str) else cfg.server_url or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls) or cfg.server_url == []:
+        raise ConfigError(f"server_url must be a URL or a non-empty list of URLs, got {cfg.server_url!r}")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"server_url: {url!r} is not an http:// or https:// address")
+    if urls and cfg.backend != "vllm_server":
+        raise ConfigError(f"server_url is for backend vllm_server; backend is {cfg.backend!r}")
+    for key in ("served_model", "api_key_env"):
+        if getattr(cfg, key) is not None and not urls:
+            raise ConfigError(f"{key} is for a running server: set server_url too")
 
 
 def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str | None = None) -> list[dict]:
@@ -116,6 +138,15 @@ def check_adapter_folders(cfg: EvalConfig) -> None:
             raise ConfigError(f"adapters: {name}: {path} {problem}")
 
 
+def check_api_key(cfg: EvalConfig) -> None:
+    from facellm.inference.factory import api_key
+
+    try:
+        api_key(cfg.api_key_env)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def dataset_split(data: Any, name: str, key: str, dataset: str) -> Any:
     if name not in data:
         raise ConfigError(f"{key}: {dataset} has no split {name!r}; it has {', '.join(data) or 'none'}")
@@ -139,7 +170,7 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
     adapter = cfg.adapters.get(system.adapter) if system.adapter else None
     attached = bool(cfg.server_url)  # the server's own model and adapter files are not ours to read
     return {
-        "model": cfg.model, "backend": cfg.backend, "adapter": system.adapter,
+        "model": cfg.served_model or cfg.model, "backend": cfg.backend, "adapter": system.adapter,
         "model_files": None if attached else _files_stamp(model_folder(cfg.model)),
         "adapter_files": None if attached or adapter is None else _files_stamp(adapter),
         "dataset": str(Path(cfg.dataset).resolve()), "dataset_build": _build_digest(cfg.dataset),
@@ -178,6 +209,7 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
     from facellm.report import evaluation_blocks, write_report
 
     check_adapter_folders(cfg)
+    check_api_key(cfg)
     data = load_built(cfg.dataset)
     test = select(dataset_split(data, cfg.test_split, "test_split", cfg.dataset), cfg.tasks, cfg.rows_per_group)
     cal = select(dataset_split(data, cfg.calibration_split, "calibration_split", cfg.dataset), cfg.tasks,
@@ -187,7 +219,8 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
                for s in cfg.systems}
     metrics, records = {}, []
     with open_backend(cfg.backend, cfg.model, cfg.adapters, server_url=cfg.server_url,
-                      log_path=out / "server.log") as backend:
+                      served_model=cfg.served_model, api_key_env=cfg.api_key_env, balance=cfg.balance,
+                      max_concurrency=cfg.max_concurrency, log_path=out / "server.log") as backend:
         check_served(backend, cfg.systems)
         for system in cfg.systems:
             metrics[system.name], recs = evaluate_system(backend, system, test, cal, cfg, folders[system.name])

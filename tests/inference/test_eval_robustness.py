@@ -6,6 +6,7 @@ vLLM server of conftest."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +48,10 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
-def facellm_eval(*args: str) -> subprocess.CompletedProcess:
+def facellm_eval(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facellm.cli", "eval", "--config", str(CONFIG), *args],
-                          cwd=ROOT, text=True, capture_output=True, timeout=900)
+                          cwd=ROOT, text=True, capture_output=True, timeout=900,
+                          env=None if env is None else os.environ | env)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -147,6 +149,20 @@ def test_a_changed_config_is_refused_then_restarted_with_overwrite(dataset, tmp_
         proc = facellm_eval(*common, f"server_url={fake.url}", "max_tokens=9", "--overwrite")
         assert proc.returncode == 0, proc.stderr
         assert fake.answered == 2 * (N_TEST_ROWS + N_CAL_ROWS)
+
+
+def test_eval_spreads_requests_over_replicas_with_the_api_key_from_the_environment(dataset, tmp_path):
+    out, total = tmp_path / "eval", N_TEST_ROWS + N_CAL_ROWS
+    with FakeOpenAIServer(delay_s=0.02) as a, FakeOpenAIServer(delay_s=0.02, reset_every=5) as b:
+        common = [f"dataset={dataset}", f"output_dir={out}", *QUICK, f"server_url=[{a.url}, {b.url}]",
+                  "served_model=fake-base", "api_key_env=FACELLM_TEST_KEY"]
+        line = error_line(facellm_eval(*common))  # the variable is not set
+        assert "FACELLM_TEST_KEY" in line and record_count(out) == 0
+        proc = facellm_eval(*common, env={"FACELLM_TEST_KEY": "sk-replicas"})
+    assert proc.returncode == 0, proc.stderr
+    assert a.answered > 0 and b.answered > 0 and a.answered + b.answered == total
+    assert a.authorization == b.authorization == {"Bearer sk-replicas"}
+    assert len({r["id"] for r in samples_jsonl(out)}) == total
 
 
 def test_resume_on_the_real_server_keeps_finished_records(dataset, tmp_path, server, adapters):
