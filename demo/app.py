@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def respond(assistant: FaceAssistant, message: dict, history: list, model: str, variant: str,
-            last_files: list[str]):
-    """Answer one chat message; yields (history, panel, textbox, last_files) as the reply streams."""
+            last_files: list[str], note: str | None = None):
+    """Answer one chat message; yields (history, panel, textbox, last_files) as the reply streams.
+    note: a warning on what the model was trained on, repeated under each result."""
     import gradio as gr
 
     from facellm.assistant import BASE, parse_answer
@@ -106,7 +107,10 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
             history[-1]["content"] = reply
             yield history, "Generating ...", None, files
         if query:
-            panel = assistant.assess(query, reply, adapter).markdown()
+            result = assistant.assess(query, reply, adapter)
+            if result.conflict:
+                gr.Warning(result.conflict)
+            panel = result.markdown()
         else:
             parsed = parse_answer(prompt, reply)
             panel = f"Reply complete ({model}, {time.monotonic() - start:.1f} s)."
@@ -119,15 +123,18 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
         gr.Warning(error)
         panel = f"**Error:** {error}"
         history[-1]["content"] = (reply + "\n\n" if reply else "") + panel
-    yield history, panel, None, files
+    yield history, panel + (f"\n\n_{note}_" if note else ""), None, files
 
 
-def build_ui(assistant: FaceAssistant, examples: list[Example], about: str) -> gr.Blocks:
+def build_ui(assistant: FaceAssistant, examples: list[Example], about: str, note: str | None = None) -> gr.Blocks:
+    """note: a warning on what the model was trained on (`drawn_faces_note`), shown as a banner."""
     import gradio as gr
 
     from facellm.assistant import VARIANTS
 
     with gr.Blocks(title="facellm demo", analytics_enabled=False, fill_width=True) as demo:
+        if note:
+            gr.Markdown(f"> **⚠ {note}**", elem_id="training-note")
         gr.Markdown(f"## facellm: face questions and verification\n{HELP}\n\n{about}")
         with gr.Row():
             with gr.Column(scale=3):
@@ -145,7 +152,7 @@ def build_ui(assistant: FaceAssistant, examples: list[Example], about: str) -> g
                 panel = gr.Markdown("Answers and verification results appear here.", elem_id="result-panel")
                 last_files = gr.State([])
                 gr.ClearButton([chatbot, box, panel, last_files], value="Clear chat")
-        box.submit(functools.partial(respond, assistant), [box, chatbot, model, variant, last_files],
+        box.submit(functools.partial(respond, assistant, note=note), [box, chatbot, model, variant, last_files],
                    [chatbot, panel, box, last_files])
     return demo
 
@@ -165,7 +172,7 @@ def describe(args: argparse.Namespace, assistant: FaceAssistant) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facellm.assistant import FaceAssistant, load_calibrations, synthface_examples
+    from facellm.assistant import FaceAssistant, drawn_faces_note, load_calibrations, synthface_examples
     from facellm.models.loading import resolve_cache_dir
 
     adapters = dict(a.split("=", 1) for a in args.adapter) or default_adapters(args.model)
@@ -179,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open_backend(args.backend, args.model, adapters, server_url=args.server_url) as backend:
             assistant = FaceAssistant(backend, calibration, max_tokens=args.max_tokens)
-            demo = build_ui(assistant, examples, describe(args, assistant))
+            note = drawn_faces_note(args.model, adapters)
+            if note:
+                print(f"warning: {note}", file=sys.stderr)
+            demo = build_ui(assistant, examples, describe(args, assistant), note)
             demo.queue(default_concurrency_limit=1 if args.backend == "hf" else 8)
             demo.launch(server_name=args.host, server_port=args.port, share=False,
                         max_file_size=DEFAULT_MAX_BYTES, footer_links=[])

@@ -35,12 +35,15 @@ from facellm.evaluation import add_model_llrs
 from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
 from facellm.inference.base import Backend, ChatRequest, build_messages
 from facellm.tasks import attributes, caption, expression, verification
-from facellm.verbal import format_lr, verbal_scale
+from facellm.verbal import H1, H2, format_lr, verbal_scale
 
 Variant = Literal["images_only", "score"]
 VARIANTS: tuple[str, ...] = ("images_only", "score")
 BASE = "base"  # eval's system name for the base model (adapter None)
 DEFAULT_QUESTION = caption.SINGLE_PROMPTS[0]
+# SFace's match threshold: cosine 0.363 (OpenCV's face recognition sample), in the
+# (cosine + 1) / 2 units of FaceAnalyzer.similarity. At or above it the FR score supports H1.
+SFACE_MATCH_SIMILARITY = (0.363 + 1) / 2
 
 
 # ---------------------------------------------------------------- calibration
@@ -126,6 +129,21 @@ class VerificationResult:
         return self.calibration is not None
 
     @property
+    def conflict(self) -> str | None:
+        """A warning when the model's LR and the FR score point in opposite directions (one
+        supports the same person, the other different persons); None when they agree, when
+        either is missing, and when the LR is exactly 1."""
+        if self.log10_lr is None or self.fr_score is None or self.log10_lr == 0:
+            return None
+        lr_same, fr_same = self.log10_lr > 0, self.fr_score >= SFACE_MATCH_SIMILARITY
+        if lr_same == fr_same:
+            return None
+        return (f"The model's LR and the FR score point in opposite directions: the LR "
+                f"({format_lr(self.log10_lr)}) supports {H1 if lr_same else H2}, while the FR score "
+                f"{self.fr_score:.3f} is {'at or above' if fr_same else 'below'} SFace's match threshold "
+                f"{SFACE_MATCH_SIMILARITY:.3f} and supports {H1 if fr_same else H2}.")
+
+    @property
     def lr(self) -> float | None:
         """10 ** log10_lr (inf where that overflows)."""
         if self.log10_lr is None:
@@ -143,8 +161,9 @@ class VerificationResult:
                        f"(log10 LR = {self.log10_lr:+.2f}), {self.verbal}")
         fr_line = (f"**FR score (SFace similarity):** {self.fr_score:.3f}" if self.fr_score is not None
                    else f"**FR score:** {self.fr_note}")
+        conflict = [f"> **⚠ Conflicting evidence.** {self.conflict}"] if self.conflict else []
         return "\n\n".join([
-            "### Verification", f"**Verdict:** {verdict}",
+            "### Verification", *conflict, f"**Verdict:** {verdict}",
             f"**Explanation:** {self.explanation or '(none)'}", lr_line, fr_line,
             f"_LR: the model's likelihood of its own answer after a Match versus a Non-Match "
             f"verdict (llr_answer, prompt variant {self.variant}). {self.calibration_note}_",
@@ -265,6 +284,53 @@ class FaceAssistant:
         for reply in self.ask(query.images, query.prompt, adapter):
             pass
         return self.assess(query, reply, adapter)
+
+
+# ---------------------------------------------------------------- what the model was trained on
+
+DEFAULT_MODEL = "facellm_tiny"
+
+
+def drawn_faces_only(model: str | Path) -> bool:
+    """Whether `model` (registry name or folder; a LoRA adapter folder too) is the offline
+    default or an adapter on it: pre-trained on drawn SynthFace faces only. Read from the
+    registry name, the folder's facellm_build.json (written by `facellm models build-default`,
+    also for the shipped adapter) or facellm_model.json (`build_default_model`), or, for an
+    adapter, the same files in the base its adapter_config.json names. Never downloads."""
+    if str(model) == DEFAULT_MODEL:
+        return True
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return False
+    if _default_stamp(folder):
+        return True
+    config = folder / "adapter_config.json"
+    if config.is_file():
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+        return bool(base) and (base == DEFAULT_MODEL or (Path(base).is_dir() and _default_stamp(Path(base))))
+    return False
+
+
+def _default_stamp(folder: Path) -> bool:
+    from facellm.models.shipped import read_stamp
+
+    stamp = read_stamp(folder) or {}
+    if "build-default" in str(stamp.get("made_by", "")) or "base_fingerprint" in stamp:
+        return True
+    info = folder / "facellm_model.json"
+    return info.is_file() and str(json.loads(info.read_text()).get("builder", "")).startswith("facellm.models.default")
+
+
+def drawn_faces_note(model: str | Path, adapters: Mapping[str, str | Path] | None = None) -> str | None:
+    """The warning a front end shows when the base model or an adapter in use was trained on
+    drawn faces only (see `drawn_faces_only`); None otherwise."""
+    names = ([f"model `{model}`"] if drawn_faces_only(model) else []) + [
+        f"adapter `{name}`" for name, path in (adapters or {}).items() if drawn_faces_only(path)]
+    if not names:
+        return None
+    return (f"Trained on drawn faces only: {', '.join(names)} learnt from SynthFace's drawn cartoon faces "
+            "(the offline default facellm_tiny and its adapters), never from photographs; its answers and "
+            "likelihood ratios about real photos mean nothing.")
 
 
 # ---------------------------------------------------------------- examples

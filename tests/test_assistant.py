@@ -232,3 +232,60 @@ def test_the_model_sees_aligned_crops_as_in_training(hf_backend):
     assert seen[0].tobytes() == align_face(a.image, AlignSpec())[0].tobytes()
     query = assistant.verification_query(a.image, b.image)
     assert [im.size for im in query.images] == [(112, 112), (112, 112)]
+
+
+# ---------------------------------------------------------------- drawn faces only, conflicting evidence
+
+
+def _result(log10_lr: float | None, fr_score: float | None):
+    from facellm.assistant import VerificationResult
+
+    return VerificationResult(verdict="Match", explanation="", reply="", prompt="", variant="score", llr=log10_lr,
+                              log10_lr=log10_lr, verbal=None if log10_lr is None else verbal_scale(log10_lr),
+                              fr_score=fr_score, fr_note="SFace similarity", calibration=None, calibration_note="")
+
+
+@pytest.mark.parametrize(("log10_lr", "fr_score", "conflict"), [
+    (1.5, 0.40, "supports the same person, while the FR score 0.400 is below"),
+    (-2.0, 0.90, "supports different persons, while the FR score 0.900 is at or above"),
+    (1.5, 0.90, None), (-2.0, 0.40, None), (0.0, 0.40, None), (None, 0.40, None), (1.5, None, None),
+])
+def test_conflict_when_lr_and_fr_score_point_apart(log10_lr, fr_score, conflict):
+    from facellm.assistant import SFACE_MATCH_SIMILARITY
+
+    result = _result(log10_lr, fr_score)
+    if conflict is None:
+        assert result.conflict is None and "Conflicting evidence" not in result.markdown()
+    else:
+        assert conflict in result.conflict and f"{SFACE_MATCH_SIMILARITY:.3f}" in result.conflict
+        panel = result.markdown()
+        assert "**⚠ Conflicting evidence.**" in panel
+        assert panel.index("Conflicting evidence") < panel.index("**Verdict:**")  # on top of the panel
+
+
+def test_sface_threshold_boundary_supports_the_same_person():
+    from facellm.assistant import SFACE_MATCH_SIMILARITY
+
+    assert SFACE_MATCH_SIMILARITY == pytest.approx(0.6815)
+    assert _result(-1.0, SFACE_MATCH_SIMILARITY).conflict is not None
+    assert _result(1.0, SFACE_MATCH_SIMILARITY).conflict is None
+
+
+def test_drawn_faces_only_detects_the_offline_default_and_its_adapters(tiny_model_dir, tiny_adapters, tmp_path):
+    from facellm.assistant import drawn_faces_note, drawn_faces_only
+    from facellm.models.shipped import SHIPPED_ADAPTER, SHIPPED_BASE
+
+    other = tmp_path / "photo_model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    adapter_on_other = tmp_path / "adapter_on_other"
+    adapter_on_other.mkdir()
+    (adapter_on_other / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(other)}))
+    for model in ("facellm_tiny", SHIPPED_BASE, SHIPPED_ADAPTER, tiny_model_dir, tiny_adapters["lora_a"]):
+        assert drawn_faces_only(model), model
+    for model in ("qwen2_vl_2b", "Qwen/Qwen2-VL-2B-Instruct", other, adapter_on_other, tmp_path / "missing"):
+        assert not drawn_faces_only(model), model
+    note = drawn_faces_note("facellm_tiny", {"facellm-lora": str(SHIPPED_ADAPTER)})
+    assert note.startswith("Trained on drawn faces only: model `facellm_tiny`, adapter `facellm-lora`")
+    assert drawn_faces_note(str(other), {"x": str(adapter_on_other)}) is None
+    assert "adapter `lora_a`" in drawn_faces_note(str(other), tiny_adapters)

@@ -163,6 +163,9 @@ def test_two_images_show_the_verdict_and_lr_panel(page, hf_demo, faces, tmp_path
     assert LR_LINE.search(text), text
     assert "uncalibrated" in text and "with --calibration to calibrate" in text
     assert re.search(r"FR score \(SFace similarity\): 0\.\d{3}", text), text
+    # the tiny model was built by build_default_model: trained on drawn faces only, said on top and per result
+    assert "Trained on drawn faces only" in page.locator("#training-note").inner_text()
+    assert "Trained on drawn faces only" in text
     page.screenshot(path=tmp_path / "demo.png", full_page=True)
     readme_copy = ROOT / "docs" / "demo_screenshot.png"
     if not readme_copy.exists() or os.environ.get("FACELLM_UPDATE_SCREENSHOT") == "1":  # else the tree stays clean
