@@ -111,10 +111,13 @@ def start_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     max_lora_rank: int | None = None,
+    max_loras: int | None = None,
     dtype: str | None = None,
     max_model_len: int = 4096,
     max_images: int = MAX_IMAGES,
     chat_template: str | Path | None = None,
+    parallel: dict[str, int] | None = None,
+    gpu_memory_utilization: float | None = None,
     cpu_kvcache_space_gib: int = 1,
     log_path: str | Path | None = None,
     startup_timeout_s: float = 600.0,
@@ -125,14 +128,17 @@ def start_server(
 
     model: model folder or hub id. adapters: name -> peft adapter folder.
     port: None = a free port. max_lora_rank: None = the smallest vLLM allows for the adapters.
+    max_loras: adapters one batch may mix; None = all of them.
     dtype: None = "float32" on CPU, "auto" on GPU. max_model_len: longest prompt + reply in tokens.
     max_images: images per prompt (--limit-mm-per-prompt).
     chat_template: template file or text; None = the model folder's own template file.
+    parallel: vLLM's parallel sizes by flag name without dashes, e.g. {"tensor_parallel_size": 2}.
+    gpu_memory_utilization: share of each GPU's memory vLLM takes; None = vLLM's default.
     cpu_kvcache_space_gib: KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).
     log_path: server log file; None = a new temporary folder's server.log. A chat template
         that is not a file yet is written next to it.
     startup_timeout_s: how long to wait for readiness before stopping it and raising.
-    extra_args: further server flags, appended last.
+    extra_args: further server flags, appended last, verbatim (vLLM takes the last of a repeated flag).
     verbose: print the URL once ready.
     Raises ServerStartError, with the end of the log, if the server exits or is not ready in time.
     """
@@ -144,9 +150,10 @@ def start_server(
     port = port or free_port(host)
     template = resolve_chat_template(model, chat_template, log_path.with_suffix(".chat_template.jinja"))
     command = server_command(
-        model, adapters, host=host, port=port, max_lora_rank=max_lora_rank,
+        model, adapters, host=host, port=port, max_lora_rank=max_lora_rank, max_loras=max_loras,
         dtype=dtype or ("float32" if on_cpu else "auto"), max_model_len=max_model_len,
-        max_images=max_images, chat_template=template, cpu_lora_fix=on_cpu, extra_args=extra_args,
+        max_images=max_images, chat_template=template, parallel=parallel,
+        gpu_memory_utilization=gpu_memory_utilization, cpu_lora_fix=on_cpu, extra_args=extra_args,
     )
     # Unbuffered: a start-up failure's log tail is then complete.
     env = dict(os.environ, PYTHONUNBUFFERED="1", **NO_USAGE_STATS)
@@ -178,7 +185,10 @@ def server_command(
     max_model_len: int,
     max_images: int = MAX_IMAGES,
     max_lora_rank: int | None = None,
+    max_loras: int | None = None,
     chat_template: Path | None = None,
+    parallel: dict[str, int] | None = None,
+    gpu_memory_utilization: float | None = None,
     cpu_lora_fix: bool = False,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
@@ -193,9 +203,13 @@ def server_command(
     ]
     if chat_template is not None:
         command += ["--chat-template", str(chat_template)]
+    for name, size in (parallel or {}).items():
+        command += ["--" + name.replace("_", "-"), str(size)]
+    if gpu_memory_utilization is not None:
+        command += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
     if adapters:
         paths = [str(p) for p in adapters.values()]
-        command += ["--enable-lora", "--max-loras", str(len(adapters)),
+        command += ["--enable-lora", "--max-loras", str(max_loras or len(adapters)),
                     "--max-lora-rank", str(max_lora_rank or vllm_lora_rank(paths)),
                     "--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
         if adapts_vision(paths):

@@ -5,6 +5,7 @@ starting, not on an exception, not when the process that started it is killed.""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -166,3 +167,48 @@ def test_a_start_that_times_out_leaves_nothing_running(model_dir, groups, tmp_pa
                      startup_timeout_s=15, verbose=False)
     assert groups, "the server process never appeared"
     assert_all_stopped(groups[0], port, timeout_s=1)
+
+
+# ---------------------------------------------------------------- facellm serve's command line
+
+
+def facellm_serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facellm.cli", "serve", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_serve_passes_gpu_flags_and_everything_after_the_separator_verbatim(model_dir, adapters):
+    engine = ["--enable-prefix-caching", "--max-num-seqs", "7", "--tensor-parallel-size", "4",
+              "--kv-transfer-config", '{"kv_connector": "X", "kv_role": "kv_both"}', "--some-future-flag"]
+    proc = facellm_serve("--model", str(model_dir), "--adapter", f"lora_a={adapters['lora_a']}",
+                         "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2", "--data-parallel-size", "3",
+                         "--gpu-memory-utilization", "0.85", "--dtype", "bfloat16", "--max-lora-rank", "64",
+                         "--max-loras", "1", "--port", "8123", "--print-command", "--", *engine)
+    assert proc.returncode == 0, proc.stderr
+    command = shlex.split(proc.stdout.strip())
+    assert command[1:3] == ["-m", SERVER_MODULE]
+
+    def value(flag: str) -> str:
+        return command[command.index(flag) + 1]
+
+    assert [value(f) for f in ("--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size",
+                               "--gpu-memory-utilization", "--dtype", "--max-lora-rank", "--max-loras", "--port")] \
+        == ["2", "2", "3", "0.85", "bfloat16", "64", "1", "8123"]
+    assert command[-len(engine):] == engine  # last and verbatim: vLLM takes the user's --tensor-parallel-size 4
+    assert value("--lora-modules") == f"lora_a={adapters['lora_a']}" and value("--host") == "127.0.0.1"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tensor-parallel-size", "0"], "--tensor-parallel-size must be at least 1"),
+    (["--gpu-memory-utilization", "1.2"], "--gpu-memory-utilization must be in (0, 1]"),
+    (["--max-lora-rank", "12", "--adapter", "a=ADAPTER"], "--max-lora-rank must be one of 1, 8, 16"),
+    (["--adapter", "a=/no/such/adapter"], "--adapter a: /no/such/adapter does not exist"),
+    (["--max-loras", "2"], "--max-loras is for serving adapters"),
+])
+def test_serve_refuses_its_own_bad_flags_before_anything_loads(adapters, args, message):
+    args = [a.replace("ADAPTER", adapters["lora_a"]) for a in args]
+    start = time.monotonic()
+    proc = facellm_serve(*args, "--", "--anything-goes-here")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 30  # no model, no vLLM: a failed start takes minutes

@@ -71,6 +71,18 @@ def test_openai_client_prompt_logprobs_match_facellm_scoring(server, server_back
     assert scores == expected
 
 
+def test_a_score_takes_two_requests_and_a_prompt_one_more_once(server, faces):
+    backend = VLLMServerBackend(server.url)
+    backend.served_models()
+    prompts = ["Same person?", "Is the person wearing glasses?"]
+    requests = [ScoreRequest([faces[i % 3]], prompts[i % 2], f"Answer {i}.", include_end=i % 3 > 0) for i in range(12)]
+    before = backend.http_requests
+    scores = backend.continuation_logprobs(requests)
+    assert backend.http_requests - before == 2 * len(requests) + len(prompts)  # was 4 per score
+    assert [len(s) for s in scores] == [len(backend.continuation_logprobs([r])[0]) for r in requests]
+    backend.close()
+
+
 def test_200_concurrent_requests_complete(server_backend, faces):
     adapters = [None, "lora_a", "lora_b"]
     requests = [ChatRequest([faces[i % 3]], f"Describe face {i}.", max_tokens=4, adapter=adapters[i % 3])
@@ -142,11 +154,11 @@ def test_bad_images_are_refused_before_sending(faces):
 
 def test_server_rejects_what_it_cannot_decode(server_backend):
     with pytest.raises(BackendError, match="answered 400"):
-        server_backend._json("POST", "/v1/chat/completions", {
+        server_backend._post_chat({
             "model": "lora_a", "max_tokens": 1, "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
                 {"type": "text", "text": "Glasses?"}]}],
-        })
+        }, expect=("choices",))
 
 
 def test_server_down_is_reported_with_its_url_after_bounded_retries(faces):
