@@ -3,8 +3,10 @@
 one by one). Same model, adapter, faces, prompts and max tokens, greedy, all in one run.
 
     python bench/bench_serving.py --model /tmp/devtiny/model --adapter lora_a=/tmp/devtiny/lora_a --n 64
+    python bench/bench_serving.py --model /tmp/devtiny/model --n 4 --n-score 4 --max-tokens 4   # a smoke run
 
-The server and transformers share the machine's cores but never run at the same time.
+The scoring table also counts the HTTP requests the client sent per explanation (the openai
+client's resends included). The server and transformers share the machine's cores but never run at the same time.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def main() -> None:
                               sum(r.completion_tokens for r in replies), seconds))
         client = VLLMServerBackend(server.url, max_concurrency=32)
         client.continuation_logprobs(scores[:8])  # warm-up
+        before = client.http_requests
         served_scores, seconds = timed(lambda: client.continuation_logprobs(scores))
+        requests_per_score = (client.http_requests - before) / len(scores)
         score_rows.append(("vLLM server, 32 concurrent", len(scores), seconds))
 
     worst = max(abs(x - y) for a, b in zip(hf_scores, served_scores) for x, y in zip(a, b))
@@ -101,7 +105,8 @@ def main() -> None:
           f"{args.max_tokens} tokens, greedy")
     print_table("Generation throughput", "tokens", chat_rows)
     print_table(f"Likelihood scoring of {len(scores)} explanations (image pairs); largest per-token "
-                f"|server - transformers| = {worst:.1e}", "explanations", score_rows)
+                f"|server - transformers| = {worst:.1e}; {requests_per_score:.2f} HTTP requests per explanation",
+                "explanations", score_rows)
 
 
 if __name__ == "__main__":

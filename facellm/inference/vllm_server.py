@@ -34,7 +34,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -135,7 +135,7 @@ class VLLMServerBackend:
         self.max_image_bytes = max_image_bytes
         self._model = model
         self._served: list[dict[str, Any]] | None = None
-        self._prompt_ids: dict[str, list[int]] = {}
+        self._prompt_ids: dict[str, Future[list[int]]] = {}
         self._counter = _Counter()
         self._lock = threading.Lock()
         self._turn = itertools.count()
@@ -279,13 +279,24 @@ class VLLMServerBackend:
         return span_logprobs(span, scored_ids, lambda p, t: logprobs[p][str(t)]["logprob"])
 
     def _generation_prompt_ids(self, prompt: str) -> list[int]:
-        """The text-only user turn and generation prompt, tokenised; asked once per prompt."""
-        if (ids := self._prompt_ids.get(prompt)) is None:
-            ids = self._tokenize(build_messages(0, prompt), add_generation_prompt=True)
-            if len(self._prompt_ids) >= _PROMPT_IDS_CACHE:
-                self._prompt_ids.clear()
-            self._prompt_ids[prompt] = ids
-        return ids
+        """The text-only user turn and generation prompt, tokenised; asked once per prompt (the
+        first of concurrent scores of a prompt asks, the others wait for its answer)."""
+        with self._lock:
+            if (pending := self._prompt_ids.get(prompt)) is None:
+                if len(self._prompt_ids) >= _PROMPT_IDS_CACHE:
+                    self._prompt_ids.clear()
+                pending = self._prompt_ids[prompt] = Future()
+                asks = True
+            else:
+                asks = False
+        if asks:
+            try:
+                pending.set_result(self._tokenize(build_messages(0, prompt), add_generation_prompt=True))
+            except BaseException as e:
+                with self._lock:
+                    self._prompt_ids.pop(prompt, None)  # a later score asks again
+                pending.set_exception(e)
+        return pending.result()
 
     def _tokenize(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
                   continue_final_message: bool = False) -> list[int]:

@@ -93,3 +93,23 @@ def test_vllm_gets_its_own_sampling_fields(faces):
     with FakeOpenAIServer(owned_by="vllm") as fake:
         VLLMServerBackend(fake.url).chat([ChatRequest(faces[:1], "Glasses?")])
     assert fake.payloads[0]["top_k"] == 0 and fake.payloads[0]["return_token_ids"] is True
+
+
+def test_locate_span_finds_what_three_tokenisations_find():
+    from facellm.inference.base import ScoredSpan, scored_span
+    from facellm.inference.vllm_server import locate_span
+
+    prompt, open_, closed = [1, 2, 3, 4], [1, 2, 3, 4, 10, 11], [1, 2, 3, 4, 10, 11, 99, 5]
+    served = [1, 8, 7, 7, 7, 9, 2, 3, 4, 10, 11, 99, 5]  # images expanded inside the user turn
+    for include_end in (True, False):
+        span = locate_span(prompt, open_, served, include_end)
+        assert span == scored_span(prompt, open_, closed, include_end)
+        assert [served[p] for p in span.positions(len(served))] == list(span.token_ids)
+    assert locate_span(prompt, open_, served) == ScoredSpan((10, 11, 99), 1)
+    assert locate_span(prompt, open_, [1, 2, 3, 4, 10, 11, 99]) == ScoredSpan((10, 11, 99), 0)
+    with pytest.raises(ValueError, match="merges with the template's generation prompt"):
+        locate_span(prompt, [1, 2, 3, 12, 11], served)
+    with pytest.raises(ValueError, match="empty"):
+        locate_span(prompt, prompt, served)
+    with pytest.raises(ValueError, match="not followed by an end-of-turn token"):
+        locate_span(prompt, open_, [1, 2, 3, 4, 10, 13, 5])  # the last token merged with what follows
