@@ -105,8 +105,14 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
 
 def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
                     records_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from facellm.evaluation import (RecordLog, demographic_metrics, evaluate_rows, fusion_metrics, lr_systems,
-                                    task_metrics)
+    from facellm.evaluation import (
+        RecordLog,
+        demographic_metrics,
+        evaluate_rows,
+        fusion_metrics,
+        lr_systems,
+        task_metrics,
+    )
     from facellm.metrics import EmbeddingLR
 
     records = {}

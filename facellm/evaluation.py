@@ -350,7 +350,7 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
     (`logistic_slope`, `logistic_intercept`: log10 LR = slope * x + intercept).
     """
     x, cal_x = _finite(llrs), _finite(cal_llrs)
-    out: dict[str, Any] = {"n": int(len(labels)), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
+    out: dict[str, Any] = {"n": len(labels), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
                            "cllr_min": M.cllr_min(llrs, labels), **tmr_at_fmrs(labels, x),
                            "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {},
                            "_cal_llrs": np.asarray(cal_llrs, float), "_cal_labels": cal_labels}
@@ -443,7 +443,7 @@ def fusion_metrics(kinds: dict[str, dict[str, Any]], C: float = 1.0) -> dict[str
         fusion = M.LogisticFusion(C).fit(np.c_[fr_cal, _finite(rep["_cal_llrs"])], cal_labels)
         fused = fusion.transform(np.c_[fr_test, _finite(rep["_llrs"])])
         drop, se = M.cllr_drop(alone, fused, labels)
-        out[kind] = {"n": int(len(labels)), "cllr_fr_score": M.cllr(alone, labels), "cllr_fusion": M.cllr(fused, labels),
+        out[kind] = {"n": len(labels), "cllr_fr_score": M.cllr(alone, labels), "cllr_fusion": M.cllr(fused, labels),
                      "cllr_drop": drop, "cllr_drop_se": se, "auc_fusion": M.roc_auc(labels, fused),
                      "weight_fr_score": float(fusion.weights[0]), "weight_llr": float(fusion.weights[1]),
                      "intercept": fusion.intercept}

@@ -69,7 +69,7 @@ def test_cllr_per_group_from_the_calibrated_llrs():
     llrs = np.array([1.0, -0.5, 0.5, -2.0, 2.0, 1.5, -1.0, -0.2, 0.3])
     lr = {"score": {"answer": {"_ids": ids, "_calibrated": {"logistic": llrs}}}}
     table = demographic_metrics(TABLE, lr)["skin_tone"]["groups"]
-    cost = lambda v, same: math.log2(1 + 10 ** (-v if same else v))  # noqa: E731
+    cost = lambda v, same: math.log2(1 + 10 ** (-v if same else v))
     dark = 0.5 * ((cost(1.0, 1) + cost(-0.5, 1)) / 2 + (cost(0.5, 0) + cost(-2.0, 0)) / 2)
     assert table["dark"]["verification/score/cllr/answer"] == pytest.approx(dark)
     assert math.isnan(table[MIXED]["verification/score/cllr/answer"])  # one class only
