@@ -65,6 +65,7 @@ def test_eval_writes_fusion_tmr_separability_and_demographics(tiny_model_dir, tm
     for heading in ("## Evidence beyond the FR score", "## Separability of explanation embeddings",
                     "## Demographic differentials", "### base: by skin tone"):
         assert heading in report
-    assert (out / "plots" / "fusion_base.png").is_file() and (out / "plots" / "demographics_base_skin_tone.png").is_file()
+    for plot in ("fusion_base.png", "demographics_base_skin_tone.png"):
+        assert (out / "plots" / plot).is_file()
     samples_jsonl = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert all("groups" in r for r in samples_jsonl)
