@@ -92,7 +92,11 @@ def print_command(args: argparse.Namespace, adapters: dict[str, str], engine_arg
     import tempfile
 
     from facellm.inference.factory import model_folder
-    from facellm.inference.server import free_port, resolve_chat_template, server_command
+    from facellm.inference.server import (
+        free_port,
+        resolve_chat_template,
+        server_command,
+    )
 
     folder = model_folder(args.model)
     template = resolve_chat_template(folder, None, Path(tempfile.mkdtemp(prefix="facellm-serve-")) / "chat_template.jinja")

@@ -292,7 +292,7 @@ class VLLMServerBackend:
         if asks:
             try:
                 pending.set_result(self._tokenize(build_messages(0, prompt), add_generation_prompt=True))
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - Ctrl-C too: the waiting scores must not wait forever
                 with self._lock:
                     self._prompt_ids.pop(prompt, None)  # a later score asks again
                 pending.set_exception(e)

@@ -8,7 +8,12 @@ import time
 
 import pytest
 
-from facellm.inference.base import BackendError, BackendUnavailable, ChatRequest, ScoreRequest
+from facellm.inference.base import (
+    BackendError,
+    BackendUnavailable,
+    ChatRequest,
+    ScoreRequest,
+)
 from facellm.inference.vllm_server import VLLMServerBackend
 from tests.inference.fake_openai_server import FakeOpenAIServer
 
