@@ -31,7 +31,13 @@ from pathlib import Path
 
 import httpx
 
-from facellm.inference.base import MAX_IMAGES, NO_USAGE_STATS, VLLM_CPU_LORA_FIX, adapts_vision, vllm_lora_rank
+from facellm.inference.base import (
+    MAX_IMAGES,
+    NO_USAGE_STATS,
+    VLLM_CPU_LORA_FIX,
+    adapts_vision,
+    vllm_lora_rank,
+)
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -97,7 +103,7 @@ class ServerHandle:
         except FileNotFoundError:
             return "(no log)"
 
-    def __enter__(self) -> "ServerHandle":
+    def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
