@@ -1,6 +1,7 @@
 """Build an instruction dataset from a face dataset and tasks.
 
     facellm data build --config instruct_data/configs/synthface.yaml [key=value ...] [--overwrite]
+    facellm data build --config instruct_data/configs/synthface.yaml num_proc=2   # images encoded by 2 processes
     python -m instruct_data.build --config instruct_data/configs/synthface.yaml --check   # validate only
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from facellm.config import ConfigError, at_least, between, check_call, load_checked, overrides_epilog
-from facellm.data.build import build_dataset
+from facellm.data.build import build_dataset, no_face_detected
 from facellm.registry import get_dataset, get_task
 from facellm.tasks.verification import VerificationTask, decision_threshold
 
@@ -44,6 +45,7 @@ class BuildConfig:
     require_face: bool = False             # skip images in which YuNet finds no face (real photos)
     decision_fmr: float = 0.01             # score_decision threshold: this FMR on training pairs
     align: AlignConfig = field(default_factory=AlignConfig)
+    num_proc: int = 1                      # processes encoding images; the dataset is the same for any value
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -61,6 +63,7 @@ def validate(cfg: BuildConfig) -> None:
     if not cfg.tasks:
         raise ConfigError("tasks is empty: name at least one task")
     at_least(cfg.shard_size, 1, "shard_size")
+    at_least(cfg.num_proc, 1, "num_proc")
     between(cfg.decision_fmr, 0, 1, "decision_fmr")
     align_spec(cfg.align)
 
@@ -89,13 +92,6 @@ def align_spec(align: AlignConfig):
         raise ConfigError(f"align: {e}") from None
 
 
-def face_check():
-    from facellm.fr import get_analyzer
-
-    analyzer = get_analyzer()
-    return lambda image: None if analyzer.detect(image) else "no face detected"
-
-
 def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
     source = get_dataset(cfg.dataset)(**cfg.dataset_args)
     source.check()  # a wrong root fails here, before the face models load
@@ -106,13 +102,14 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
             threshold = _threshold(source, args, cfg.decision_fmr)
             args["threshold"] = threshold["value"]
         tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
-    fingerprint = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)),
-                   "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
+    config = json.loads(json.dumps(cfg, default=lambda o: o.__dict__))
+    del config["num_proc"]  # how many processes build it changes nothing in the dataset: resume at any
+    fingerprint = {"config": config, "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
     if inputs := source.inputs():  # files on disk (SynthFace has none: its config defines it)
         fingerprint["inputs"] = inputs
     report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
-                           image_check=face_check() if cfg.require_face else None, fingerprint=fingerprint,
-                           overwrite=overwrite, align=align_spec(cfg.align))
+                           image_check=no_face_detected if cfg.require_face else None, fingerprint=fingerprint,
+                           overwrite=overwrite, align=align_spec(cfg.align), num_proc=cfg.num_proc)
     if report.get("up_to_date"):
         return report
     report.update(parse_skipped=source.skipped.as_dict(), notes=source.notes.as_dict(), decision_threshold=threshold)

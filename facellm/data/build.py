@@ -7,6 +7,12 @@ file (each shard is written to a temporary name and renamed). At the end the sha
 `datasets.DatasetDict` saved with `save_to_disk` under `<output_dir>/dataset`, and
 `<output_dir>/build_report.json` says how many rows each split and task got and how many
 samples were skipped and why.
+
+With `num_proc` > 1 the images (decode or draw, face check, alignment, PNG: most of a build's
+work) are encoded by that many worker processes while this process turns samples into rows
+and writes the shards in order, a shard or two behind the workers. Encoding an image is a pure
+function of the image, so the dataset is the same, row for row and byte for byte, whatever
+`num_proc`, and a build killed at one `num_proc` resumes at another.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import pickle
 import shutil
-from collections import Counter
+import threading
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +82,73 @@ class _BadImage(Exception):
     pass
 
 
-class ImageEncoder:
-    """Turns a sample image (path or PIL image) into a datasets Image blob, once per image.
+class DeferredImage:
+    """An image made only when the build encodes it (SynthFace draws its faces this way), in
+    whichever process encodes it. Subclasses are small and picklable: they travel to workers."""
+
+    def make(self) -> Image.Image:
+        raise NotImplementedError
+
+
+Blob = tuple[dict[str, Any], dict[str, Any] | None]  # datasets Image blob, alignment (None: not aligned)
+
+
+def encode_image(image: Any, check: ImageCheck | None = None, align: Any = None) -> Blob:
+    """A sample image (path, PIL image or DeferredImage) as a datasets Image blob and the
+    alignment applied; raises _BadImage with the reason it cannot be used.
 
     A path is validated by a full decode (`facellm.images.load_image`) and stored as its
-    original file bytes; a PIL image is stored as PNG. `check` may reject an image (no face).
-    With `align`, the stored image is the aligned crop (`facellm.align.align_face`, PNG) and
-    `alignment(image)` gives the transform; an image with no face found is skipped.
+    original file bytes; a drawn or in-memory image is stored as PNG. `check` may reject an
+    image (no face). With `align`, the stored image is the aligned crop (`facellm.align.align_face`,
+    PNG); an image in which no face is found is rejected.
+    """
+    from facellm.images import ImageError, load_image
+
+    data = None
+    if isinstance(image, (str, Path)):
+        try:
+            pil = load_image(image)
+        except ImageError as e:
+            raise _BadImage(e.reason) from e  # the reason never holds the path (names in paths)
+        data = None if align else Path(image).read_bytes()
+    else:
+        pil = (image.make() if isinstance(image, DeferredImage) else image).convert("RGB")
+    if check is not None and (reason := check(pil)):
+        raise _BadImage(reason)
+    how = None
+    if align is not None:
+        from facellm.align import align_face
+        from facellm.fr import NoFaceError
+
+        try:
+            pil, alignment = align_face(pil, align)
+        except NoFaceError:
+            raise _BadImage("no face found for alignment") from None
+        how = alignment.as_dict()
+    if data is None:
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG", compress_level=1)  # 3x faster than PIL's 6, ~15 % larger
+        data = buf.getvalue()
+    return {"bytes": data, "path": None}, how
+
+
+class ImageEncoder:
+    """`encode_image` once per image: the blobs of the latest `max_cached` images are kept
+    (a pair reuses its records' blobs), as are the reasons images were rejected.
+
+    pool: worker processes (`encoding_pool`) that `prefetch` hands the images of shards to
+    come; without one, an image is encoded here when first asked for.
     """
 
-    def __init__(self, check: ImageCheck | None = None, align: Any = None, max_cached: int = 8192):
+    def __init__(self, check: ImageCheck | None = None, align: Any = None, max_cached: int = 8192,
+                 pool: Any = None):
         self.check = check
         self.align = align
         self.max_cached = max_cached
-        # key -> (image, blob, alignment); holding the image keeps id(image) from being reused
-        self._cache: dict[int | str, tuple[Any, dict[str, Any], dict[str, Any] | None]] = {}
+        self.pool = pool
+        # key -> (image, blob or rejection reason); holding the image keeps id(image) from being reused
+        self._cache: OrderedDict[int | str, tuple[Any, Blob | str]] = OrderedDict()
+        self._in_flight: set[int | str] = set()
 
     def __call__(self, image: Any) -> dict[str, Any]:
         return self._get(image)[0]
@@ -94,56 +157,123 @@ class ImageEncoder:
         """The transform applied to `image` (as `Alignment.as_dict`), None when not aligned."""
         return self._get(image)[1]
 
-    def _get(self, image: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        key = image if isinstance(image, str) else id(image)
-        if key not in self._cache:
-            if len(self._cache) >= self.max_cached:
-                self._cache.clear()
-            self._cache[key] = (image, *self._encode(image))
-        return self._cache[key][1:]
+    def prefetch(self, images: Iterable[Any]) -> Callable[[], None]:
+        """Start encoding `images` in the pool; the returned function waits for them and keeps
+        them. Without a pool it does nothing (they are encoded when asked for)."""
+        if self.pool is None:
+            return lambda: None
+        todo = {}
+        for image in images:
+            key = _key(image)
+            if key not in self._cache and key not in self._in_flight and key not in todo:
+                todo[key] = image
+        self._in_flight.update(todo)
+        pending = self.pool.map(_encode_in_worker, list(todo.values()), chunksize=8)  # submits them all now
 
-    def _encode(self, image: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        from facellm.images import ImageError, load_image
+        def collect() -> None:
+            for (key, image), result in zip(todo.items(), pending):
+                self._keep(key, image, result)
+            self._in_flight.difference_update(todo)
+        return collect
 
-        data = None
-        if isinstance(image, (str, Path)):
-            try:
-                pil = load_image(image)
-            except ImageError as e:
-                raise _BadImage(e.reason) from e  # the reason never holds the path (names in paths)
-            data = None if self.align else Path(image).read_bytes()
+    def _get(self, image: Any) -> Blob:
+        key = _key(image)
+        if key in self._cache:
+            self._cache.move_to_end(key)
         else:
-            pil = image.convert("RGB")
-        if self.check is not None and (reason := self.check(pil)):
-            raise _BadImage(reason)
-        how = None
-        if self.align is not None:
-            from facellm.align import align_face
-            from facellm.fr import NoFaceError
-
             try:
-                pil, alignment = align_face(pil, self.align)
-            except NoFaceError:
-                raise _BadImage("no face found for alignment") from None
-            how = alignment.as_dict()
-        if data is None:
-            buf = io.BytesIO()
-            pil.save(buf, format="PNG", compress_level=1)  # 3x faster than PIL's 6, ~15 % larger
-            data = buf.getvalue()
-        return {"bytes": data, "path": None}, how
+                result: Blob | str = encode_image(image, self.check, self.align)
+            except _BadImage as e:
+                result = str(e)
+            self._keep(key, image, result)
+        result = self._cache[key][1]
+        if isinstance(result, str):
+            raise _BadImage(result)
+        return result
+
+    def _keep(self, key: int | str, image: Any, result: Blob | str) -> None:
+        self._cache[key] = (image, result)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
 
 
-def _rows_for(sample: Sample, tasks: dict[str, tuple[Task, tuple[str, ...] | None]], seed: int,
-              encode: ImageEncoder) -> list[dict[str, Any]]:
+def _key(image: Any) -> int | str:
+    return image if isinstance(image, str) else id(image)
+
+
+def no_face_detected(image: Image.Image) -> str | None:
+    """An ImageCheck for real photos: "no face detected" when YuNet finds none."""
+    from facellm.fr import get_analyzer
+
+    return None if get_analyzer().detect(image) else "no face detected"
+
+
+_worker_encoding: tuple[ImageCheck | None, Any] = (None, None)  # (check, align) of this worker process
+
+
+def _start_worker(check: ImageCheck | None, align: Any, threads: int) -> None:
+    global _worker_encoding
+    _worker_encoding = (check, align)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    import cv2
+
+    cv2.setNumThreads(threads)  # the machine's cores shared out: num_proc is the parallelism
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed build leaves no worker behind (they would wait for work forever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _encode_in_worker(image: Any) -> Blob | str:
+    try:
+        return encode_image(image, *_worker_encoding)
+    except _BadImage as e:
+        return str(e)
+
+
+@contextmanager
+def encoding_pool(num_proc: int, check: ImageCheck | None, align: Any) -> Iterator[Any]:
+    """`num_proc` worker processes that encode images (None when num_proc is 1).
+
+    They start from a fresh interpreter (spawn): a process forked from one whose OpenCV threads
+    ran can hang in its first OpenCV call. So `check` must pickle: a module-level function such
+    as `no_face_detected`, not a lambda.
+    """
+    if num_proc <= 1:
+        yield None
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pickle.dumps(check)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise ValueError(f"num_proc > 1 needs an image check that pickles (a module-level function): {e}") from None
+    threads = max(1, (os.cpu_count() or 1) // num_proc)
+    pool = ProcessPoolExecutor(num_proc, multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(check, align, threads))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error: no encoding of images no shard will hold
+
+
+def _rows_for(sample: Sample, convs: list[Conversation], encode: ImageEncoder) -> list[dict[str, Any]]:
+    gt = sample.ground_truth()  # once per sample: asdict deep-copies the labels
     rows = []
-    for name, (task, variants) in tasks.items():
-        if not task.applies_to(sample):
-            continue
-        for conv in task.conversations(sample, sample_rng(seed, sample.id, name), variants):
-            blobs = [encode(im) for im in conv.images]
-            aligned = [encode.alignment(im) for im in conv.images] if encode.align is not None else None
-            rows.append(conversation_row(conv, blobs, sample.ground_truth(), aligned))
+    for conv in convs:
+        blobs = [encode(im) for im in conv.images]
+        aligned = [encode.alignment(im) for im in conv.images] if encode.align is not None else None
+        rows.append(conversation_row(conv, blobs, gt, aligned))
     return rows
+
+
+def _conversations(sample: Sample, tasks: dict[str, tuple[Task, tuple[str, ...] | None]],
+                   seed: int) -> list[Conversation]:
+    return [conv for name, (task, variants) in tasks.items() if task.applies_to(sample)
+            for conv in task.conversations(sample, sample_rng(seed, sample.id, name), variants)]
 
 
 def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
@@ -177,7 +307,7 @@ def _write_shard(rows: list[dict[str, Any]], skipped: SkipLog, path: Path) -> No
 def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, tuple[Task, tuple[str, ...] | None]],
                   output_dir: str | Path, *, seed: int = 0, shard_size: int = 500, image_check: ImageCheck | None = None,
                   fingerprint: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
-                  splits: tuple[str, ...] = SPLITS, align: Any = None) -> dict[str, Any]:
+                  splits: tuple[str, ...] = SPLITS, align: Any = None, num_proc: int = 1) -> dict[str, Any]:
     """Build (or resume building) the dataset; returns the build report.
 
     samples: split name -> the split's samples, in a deterministic order.
@@ -188,7 +318,10 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
         dataset is replaced only once the new one is complete.
     align: a `facellm.align.AlignSpec`: store every image as its aligned face crop (faces
         not found are skipped), or None to store images as given.
+    num_proc: processes that encode images (1: this one alone); the dataset does not depend on it.
     """
+    if num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
     out = Path(output_dir)
     work = out / "_shards"
     digest = hashlib.sha256(to_json(fingerprint or {}).encode()).hexdigest()[:16]
@@ -199,10 +332,11 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
             return {**report, "up_to_date": True}
     _prepare(out, work, digest, overwrite)
     report: dict[str, Any] = {"fingerprint": fingerprint, "digest": digest, "splits": {}}
-    with _quiet_datasets():
+    with _quiet_datasets(), encoding_pool(num_proc, image_check, align) as pool:
         for split in splits:
+            encoder = ImageEncoder(image_check, align, pool=pool)
             report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
-                                                   image_check, progress, split, align)
+                                                   encoder, progress, split)
         report["empty_splits"] = [s for s, info in report["splits"].items() if not info["rows"]]
         _finalize(out, work, splits, report)
     return report
@@ -237,14 +371,34 @@ def _prepare(out: Path, work: Path, digest: str, overwrite: bool) -> None:
     stamp.write_text(digest)
 
 
+@dataclass
+class _Shard:
+    """A shard read from the samples, its images being encoded, not yet written."""
+
+    path: Path
+    work: list[tuple[Sample, list[Conversation]]]
+    encoded: Callable[[], None]  # waits for the shard's images
+
+
+AHEAD = 2  # shards whose images are encoded while this process writes an earlier one
+
+
 def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shard_size: int,
-                 image_check: ImageCheck | None, progress: bool, split: str, align: Any = None) -> dict[str, Any]:
+                 encoder: ImageEncoder, progress: bool, split: str) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    skipped, rows_per_task, resumed = SkipLog(), Counter(), 0
-    encode = ImageEncoder(image_check, align)
+    skipped, resumed, pending = SkipLog(), 0, deque()
+    chunks = enumerate(_chunks(samples, shard_size))
     # `with`: an error raised mid-split (a malformed label line) closes the bar before it is printed
     with tqdm(desc=f"build {split}", unit="sample", disable=not progress) as bar:
-        for k, chunk in enumerate(_chunks(samples, shard_size)):
+        while True:
+            try:
+                k, chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception:
+                while pending:  # the shards read before the error are kept for the resume
+                    _finish(pending.popleft(), encoder, skipped)
+                raise
             path = folder / f"{k:05d}.parquet"
             bar.update(len(chunk))
             if path.exists():  # done by an earlier, interrupted run
@@ -252,17 +406,29 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
                 for reason, n in json.loads(path.with_suffix(".json").read_text())["skipped"].items():
                     skipped.add(reason, n)
                 continue
-            rows, shard_skips = [], SkipLog()
-            for sample in chunk:
-                try:
-                    rows += _rows_for(sample, tasks, seed, encode)
-                except _BadImage as e:
-                    shard_skips.add(str(e))
-            _write_shard(rows, shard_skips, path)
-            for reason, n in shard_skips.counts.items():
-                skipped.add(reason, n)
+            work = [(sample, _conversations(sample, tasks, seed)) for sample in chunk]
+            pending.append(_Shard(path, work, encoder.prefetch(im for _, convs in work for c in convs
+                                                               for im in c.images)))
+            if len(pending) > AHEAD or encoder.pool is None:
+                _finish(pending.popleft(), encoder, skipped)
+        while pending:
+            _finish(pending.popleft(), encoder, skipped)
     return {"shards": len(list(folder.glob("*.parquet"))), "resumed_shards": resumed,
-            "rows": _count_rows(folder, rows_per_task), "skipped": skipped.as_dict()}
+            "rows": _count_rows(folder, Counter()), "skipped": skipped.as_dict()}
+
+
+def _finish(shard: _Shard, encoder: ImageEncoder, skipped: SkipLog) -> None:
+    """Write the shard once its images are encoded; a sample with an unusable image is skipped."""
+    shard.encoded()
+    rows, shard_skips = [], SkipLog()
+    for sample, convs in shard.work:
+        try:
+            rows += _rows_for(sample, convs, encoder)
+        except _BadImage as e:
+            shard_skips.add(str(e))
+    _write_shard(rows, shard_skips, shard.path)
+    for reason, n in shard_skips.counts.items():
+        skipped.add(reason, n)
 
 
 def _count_rows(folder: Path, counter: Counter) -> dict[str, int]:

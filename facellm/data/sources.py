@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from facellm.data import folder_fingerprint
+from facellm.data.build import DeferredImage
 from facellm.data.errors import SkipLog
 from facellm.schema import SPLITS, FacePair, FaceRecord, Sample, Split
 
@@ -73,7 +74,8 @@ def _pair_counts(pairs_per_split: dict[Split, int] | None) -> dict[str, int]:
 
 def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
                      pairs_per_split: dict[Split, int] | None = None, seed: int = 0, size: int = 112) -> DataSource:
-    """SynthFace faces (attributes, expression, age) and same/different pairs with simulated FR scores."""
+    """SynthFace faces (attributes, expression, age) and same/different pairs with simulated FR
+    scores. The faces are drawn when the build encodes them (`SynthFaceImage`), by its workers."""
     from facellm import synthface
 
     _check_arguments(n_identities=(n_identities, 1), images_per_identity=(images_per_identity, 1), size=(size, 32))
@@ -81,13 +83,59 @@ def synthface_source(n_identities: int = 400, images_per_identity: int = 6,
 
     @lru_cache(maxsize=None)
     def records(split: str) -> list[FaceRecord]:
-        return synthface.synthface_records(split, n_identities, images_per_identity, seed, size=size)
+        return synthface_undrawn_records(split, n_identities, images_per_identity, seed, size=size)
 
     @lru_cache(maxsize=None)
     def pairs(split: str) -> list[FacePair]:
         return synthface.synthface_pairs(records(split), n_pairs[split], seed=seed)
 
     return _records_then_pairs(records, pairs)
+
+
+class SynthFaceImage(DeferredImage):
+    """One SynthFace face, drawn by `make()` (`synthface.render`) in the process that encodes it."""
+
+    __slots__ = ("identity", "look", "nuisance", "size")
+
+    def __init__(self, identity: Any, look: Any, nuisance: Any, size: int):
+        self.identity, self.look, self.nuisance, self.size = identity, look, nuisance, size
+
+    def make(self) -> Any:
+        from facellm import synthface
+
+        return synthface.render(self.identity, self.look, self.nuisance, self.size)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SynthFaceImage:
+        return self  # never changed; FaceRecord.ground_truth deep-copies the record, image included
+
+
+def synthface_undrawn_records(split: Split, n_identities: int, images_per_identity: int, seed: int,
+                              size: int = 112) -> list[FaceRecord]:
+    """`synthface.synthface_records` with each image a `SynthFaceImage` not yet drawn: a split's
+    records cost no pixels until the build encodes them. Mirrors `iter_synthface_records` and
+    `make_record` (tests/data/test_sources.py checks they agree, image for image)."""
+    import numpy as np
+
+    from facellm import synthface as sf
+
+    records = []
+    for index in sf.split_of_identities(n_identities, seed)[split]:
+        identity = sf.identity_at(seed, index)
+        for k in range(images_per_identity):
+            image_seed = int(np.random.SeedSequence([seed, sf._TAG_IMAGE, index, k]).generate_state(1)[0])
+            rng = np.random.default_rng(image_seed)
+            look = sf.sample_look(rng, identity)
+            nuisance = sf.sample_nuisance(rng)
+            nuis = dict(vars(nuisance))
+            occluder = nuis.pop("occluder")
+            records.append(FaceRecord(
+                id=f"{sf.SOURCE}/{split}/{identity.id}/{k}", source=sf.SOURCE, split=split,
+                image=SynthFaceImage(identity, look, nuisance, size), identity=identity.id,
+                attributes=sf.synthface_attributes(identity, look), expression=look.expression, age=identity.age,
+                meta={"traits": sf.identity_traits(identity), "identity_params": dict(vars(identity)),
+                      "look": dict(vars(look)), "nuisance": nuis, "occluder": dict(vars(occluder)) if occluder else None,
+                      "image_seed": image_seed, "landmarks": sf.landmarks(identity, nuisance, size)}))
+    return records
 
 
 def identity_pairs(records: list[FaceRecord], n_pairs: int, seed: int, source: str) -> list[FacePair]:
