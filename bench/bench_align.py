@@ -70,11 +70,15 @@ def contact_sheet(records, cols: int = 6) -> Image.Image:
     return sheet
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="images per setting")
     parser.add_argument("--sheet", help="write a raw/aligned contact sheet here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     per_id = 3
     settings = {"photo-like pose (default)": sf.Nuisance(), "no pose nuisance": sf.Nuisance.off()}
     print(f"| SynthFace at {RENDER} px | detected | landmark error px (mean / p95) | NME | "

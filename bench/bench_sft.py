@@ -1,6 +1,10 @@
 """Step time and peak memory of facellm's LoRA SFT loop against TRL's SFTTrainer, one run.
 
-    python bench/bench_sft.py --model /tmp/devtiny/model --steps 30 --batch-size 8
+    python bench/bench_sft.py [--model facellm_tiny] [--steps 30] [--batch-size 8]
+
+--model is a registry name or a model folder, loaded by facellm's own loader; the default,
+facellm_tiny, is the offline default base (built or installed under FACELLM_HOME, else the copy
+that ships in the package), so the bench runs on a fresh clone.
 
 Both train the same model on the same rows (112 px faces, 1 or 2 images per row, a
 verification-style answer) with the same LoRA (r 16, alpha 32, no dropout, the language model's
@@ -66,14 +70,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def load(model_path: str, threads: int):
+def load(model: str, threads: int):
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from facellm.models.loading import load_model
 
     torch.set_num_threads(threads)
-    processor = AutoProcessor.from_pretrained(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
-    return model, processor
+    return load_model(model, dtype=torch.float32, device="cpu")
 
 
 def run_facellm(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,9 +176,9 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="/tmp/devtiny/model", help="a local model folder")
+    parser.add_argument("--model", default="facellm_tiny", help="a registry name or a local model folder")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rows", type=int, default=64, help="distinct rows cycled through")
@@ -183,6 +186,11 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the timing")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="for both implementations")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.worker:
         worker(args)

@@ -86,10 +86,14 @@ def print_table(rows: list[tuple[str, int, float]], unit: str) -> None:
         print(f"| {what:<42} | {shown:>4} | {per_s:>10.1f} | {per_s / base[size]:>14.3g}x |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="items per measurement")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"SynthFace bench, n={args.n}, one process, rates per CPU-second, load average {load:.2f}\n")
     print_table(image_rows(args.n, 112) + image_rows(args.n, 224), "images")
