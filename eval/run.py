@@ -52,6 +52,8 @@ class EvalConfig:
     likelihood: bool = True                 # model-likelihood LLRs (facellm.evaluation)
     embedding_lr: bool = True               # Sony et al.'s embedding LR
     embedding_reg_covar: float = 1e-3
+    # the model's own per-image attribute answers, against its explanations' claims (test split)
+    self_consistency: Literal["describe", "yesno"] | None = "describe"
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -107,6 +109,8 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
                     records_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from facellm.evaluation import (
         RecordLog,
+        add_self_consistency,
+        ask_own_answers,
         demographic_metrics,
         evaluate_rows,
         fusion_metrics,
@@ -121,6 +125,12 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
                                        max_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
                                        likelihood=cfg.likelihood, tags={"system": system.name, "split": split},
                                        desc=f"{system.name}/{split}")
+    extra = None
+    if cfg.self_consistency:
+        answers, extra = ask_own_answers(backend, test, records["test"], system.adapter,
+                                         RecordLog(records_dir / "own_answers.jsonl"), cfg.self_consistency,
+                                         cfg.batch_size)
+        add_self_consistency(test, records["test"], answers)
     by_variant: dict[str, dict[str, list]] = defaultdict(lambda: {"test": [], "calibration": []})
     for split, recs in records.items():
         for r in recs:
@@ -130,7 +140,8 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
     lr = {v: lr_systems(g["test"], g["calibration"], embed) for v, g in sorted(by_variant.items())}
     summary = {"adapter": system.adapter, "tasks": task_metrics(records["test"]), "lr": lr,
                "fusion": {v: fusion_metrics(kinds) for v, kinds in lr.items()},
-               "demographics": demographic_metrics(records["test"], lr)}
+               "demographics": demographic_metrics(records["test"], lr),
+               "self_consistency": {"mode": cfg.self_consistency, "requests": extra}}
     return summary, records["test"] + records["calibration"]
 
 

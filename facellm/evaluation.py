@@ -34,16 +34,18 @@ import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from facellm import metrics as M
+from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.data.build import row_conversation
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.registry import get_task
 from facellm.schema import EXPRESSIONS
+from facellm.tasks import attributes as attributes_task
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
 LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
@@ -141,6 +143,101 @@ def _verdict_token_counts(backend: Backend, row: dict[str, Any], explanation: st
             raise RuntimeError("the verdict line does not tokenize as a prefix of the answer; "
                                "model-likelihood LLRs need a tokenizer that splits at newlines")
     return len(alone_m), len(alone_n)
+
+
+# ---------------------------------------------------------------- self-consistency (no ground truth)
+
+OwnAnswerMode = Literal["describe", "yesno"]
+OWN_ANSWER_TOKENS = {"describe": 256, "yesno": 8}  # a describe reply of SynthFace's 15 attributes is ~70 tokens
+
+
+def _pair_id(record: dict[str, Any]) -> str:
+    return record["id"].split("#", 1)[0]  # "synthface/test/pair-3#verification#score" -> the pair
+
+
+def _claimed(records: Sequence[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
+    """(pair id, face index) -> the attributes the pair's explanations (any variant) claim about that face."""
+    out: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for rec in records:
+        if rec["task"] == "verification":
+            for claim in M.parse_claims(rec.get("explanation") or "", faces=2):
+                for face, _ in M.claim_facts(claim):
+                    out[_pair_id(rec), face].add(claim.attribute)
+    return out
+
+
+def own_answer_requests(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], mode: OwnAnswerMode
+                        ) -> dict[str, tuple[dict[str, Any], int, str, str | None]]:
+    """The attribute questions self-consistency asks, by key: (row, face index, prompt,
+    attribute asked or None for describe). Only faces that an explanation makes a claim about,
+    each face once over a pair's prompt variants: describe asks one question per such face
+    (the task's first describe prompt), yesno one per (face, claimed attribute)."""
+    row_of = {_pair_id(r): r for r in rows if r["task"] == "verification"}
+    out = {}
+    for (pair, face), keys in sorted(_claimed(records).items()):
+        if mode == "describe":
+            out[f"{pair}#{face}#describe"] = (row_of[pair], face, attributes_task.DESCRIBE_PROMPTS[0], None)
+        else:
+            for key in sorted(keys):
+                prompt = attributes_task.YESNO_PROMPTS[0].format(question=BINARY_ATTRIBUTES[key].question)
+                out[f"{pair}#{face}#yesno#{key}"] = (row_of[pair], face, prompt, key)
+    return out
+
+
+def ask_own_answers(backend: Backend, rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]],
+                    adapter: str | None, log: RecordLog, mode: OwnAnswerMode = "describe", batch_size: int = 64
+                    ) -> tuple[dict[tuple[str, int], dict[str, bool]], int]:
+    """The model's own answers about each face the explanations make claims about, asked with
+    the attributes task's prompts and read with its parser, through `backend` in batches; kept
+    in `log` (resumed like the records). Returns ((pair id, face) -> {attribute: answer}, the
+    number of requests the answers take, whether sent now or resumed from `log`)."""
+    wanted = own_answer_requests(rows, records, mode)
+    todo = [k for k in wanted if k not in log.done]
+    for batch in _batches(todo, batch_size):
+        requests = [ChatRequest([list(wanted[k][0]["images"])[wanted[k][1]]], wanted[k][2],
+                                max_tokens=OWN_ANSWER_TOKENS[mode], adapter=adapter) for k in batch]
+        replies = [r.text for r in backend.chat(requests)]
+        log.append([_own_answer(k, wanted[k], text) for k, text in zip(batch, replies)])
+    answers: dict[tuple[str, int], dict[str, bool]] = defaultdict(dict)
+    for key in wanted:
+        rec = log.done[key]
+        answers[rec["pair"], rec["face"]].update(rec["answers"])
+    return dict(answers), len(wanted)
+
+
+def _own_answer(key: str, request: tuple[dict[str, Any], int, str, str | None], reply: str) -> dict[str, Any]:
+    row, face, prompt, attribute = request
+    if attribute is None:
+        found = attributes_task.parse_attribute_lines(reply)
+    else:
+        answer = attributes_task.parse_yes_no(reply)
+        found = {} if answer is None else {attribute: answer}
+    return {"id": key, "pair": key.split("#", 1)[0], "face": face, "prompt": prompt, "response": reply,
+            "answers": found}
+
+
+def add_self_consistency(rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
+                         answers: dict[tuple[str, int], dict[str, bool]]) -> None:
+    """Add to each verification record, in place: `self_claims` (its claims against the model's
+    own answers: consistent / contradicted / not_checkable counts), `claim_agreement` (per claim
+    checkable both against those answers and against ground truth: self-contradicted and
+    hallucinated, "both" / "self_only" / "truth_only" / "neither") and `same_value_differences`
+    (differences that name one value for both faces)."""
+    truth = {r["id"]: row_conversation(r).extras for r in rows if r["task"] == "verification"}
+    for rec in records:
+        if rec["task"] != "verification":
+            continue
+        pair, text = _pair_id(rec), rec.get("explanation") or ""
+        claims = M.parse_claims(text, faces=2)
+        own = M.self_check(claims, answers.get((pair, 0), {}), answers.get((pair, 1), {}))
+        extras = truth[rec["id"]]
+        labels = M.claim_labels(claims, own, M.score_claims(claims, extras["truth_first"], extras["truth_second"]))
+        rec["self_claims"] = {"consistent": len(own.consistent), "contradicted": len(own.contradicted),
+                              "not_checkable": len(own.not_checkable)}
+        rec["claim_agreement"] = {"both": sum(s and t for s, t in labels), "self_only": sum(s and not t for s, t in labels),
+                                  "truth_only": sum(t and not s for s, t in labels),
+                                  "neither": sum(not (s or t) for s, t in labels)}
+        rec["same_value_differences"] = len(M.self_contradicting_differences(text))
 
 
 # ---------------------------------------------------------------- records on disk, resume
@@ -324,6 +421,8 @@ def _verification_metrics(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out.update(auc=M.roc_auc(labels, scores), eer=M.eer(labels, scores),
                    tmr_at_fmr_1e2=M.tmr_at_fmr(labels, scores, 1e-2), tmr_at_fmr_1e3=M.tmr_at_fmr(labels, scores, 1e-3))
     out["faithfulness"] = faithfulness(rs)
+    if all("self_claims" in r for r in rs):
+        out["self_consistency"] = self_consistency(rs)
     return out
 
 
@@ -335,6 +434,50 @@ def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
             "supported_claim_rate": totals["supported"] / verifiable if verifiable else float("nan"),
             "claims_per_explanation": sum(totals.values()) / len(rs) if rs else float("nan"),
             "explanations_with_hallucination": float(np.mean([r["claims"]["hallucinated"] > 0 for r in rs]))}
+
+
+def self_consistency(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled self-consistency of explanations (`add_self_consistency`): self_contradiction_rate
+    (contradicted / checkable claims), not_checkable_rate (claims the model's own answers do not
+    cover / all claims), explanations_with_same_value_difference; beside them the ground-truth
+    hallucinated_claim_rate and the per-claim agreement of the two (`ClaimAgreement`) over the
+    claims both can check, and how the per-explanation rates track each other (`Tracking`)."""
+    totals = {k: sum(r["self_claims"][k] for r in rs) for k in ("consistent", "contradicted", "not_checkable")}
+    checkable = totals["consistent"] + totals["contradicted"]
+    counts = {k: sum(r["claim_agreement"][k] for r in rs) for k in ("both", "self_only", "truth_only", "neither")}
+    per = [((a["both"] + a["self_only"]) / n, (a["both"] + a["truth_only"]) / n)
+           for a in (r["claim_agreement"] for r in rs) if (n := sum(a.values()))]
+    per_explanation = M.tracking([p[0] for p in per], [p[1] for p in per])
+    return {"n_claims": sum(totals.values()), **{f"n_{k}": v for k, v in totals.items()},
+            "self_contradiction_rate": totals["contradicted"] / checkable if checkable else float("nan"),
+            "not_checkable_rate": totals["not_checkable"] / sum(totals.values()) if sum(totals.values()) else float("nan"),
+            "explanations_with_same_value_difference": float(np.mean([r["same_value_differences"] > 0 for r in rs])),
+            "hallucinated_claim_rate": faithfulness(rs)["hallucinated_claim_rate"],
+            "agreement": _agreement(counts)._asdict(), "per_explanation": per_explanation._asdict()}
+
+
+def self_consistency_tracking(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Across the cells (system, prompt variant) of an evaluation's metrics: each cell's
+    self-contradiction rate beside its ground-truth hallucinated-claim rate, how one tracks
+    the other over the cells (`Tracking`), and the per-claim agreement pooled over all cells.
+    Empty when no cell has self-consistency."""
+    cells = [(system, key.removeprefix("verification/"), m["self_consistency"])
+             for system, summary in metrics.items() for key, m in summary.get("tasks", {}).items()
+             if key.startswith("verification/") and "self_consistency" in m]
+    if not cells:
+        return {}
+    xs = [c["self_contradiction_rate"] for *_, c in cells]
+    ys = [c["hallucinated_claim_rate"] for *_, c in cells]
+    pooled = {k: sum(c["agreement"][f"n_{k}"] for *_, c in cells) for k in ("both", "self_only", "truth_only", "neither")}
+    return {"cells": [{"system": s, "variant": v, "self_contradiction_rate": x, "hallucinated_claim_rate": y,
+                       "n_claims": c["n_claims"]} for (s, v, c), x, y in zip(cells, xs, ys)],
+            "tracking": M.tracking(xs, ys)._asdict(), "agreement": _agreement(pooled)._asdict()}
+
+
+def _agreement(counts: dict[str, int]) -> M.ClaimAgreement:
+    """ClaimAgreement of the counts "both" / "self_only" / "truth_only" / "neither"."""
+    return M.claim_agreement([(True, True)] * counts["both"] + [(True, False)] * counts["self_only"]
+                             + [(False, True)] * counts["truth_only"] + [(False, False)] * counts["neither"])
 
 
 # ---------------------------------------------------------------- LR systems

@@ -7,6 +7,8 @@ claim faithfulness. Conventions: log10 `llrs`, labels 1 = H1 = same person (lir)
   fusion and the Cllr drop it brings.
 - `embedding_lr`: LLRs from explanation texts (Sony et al.: embeddings + PCA + two GMMs).
 - `faithfulness`: attribute claims in explanations, checked against ground truth.
+- `consistency`: the same claims checked against the model's own per-image answers (no ground
+  truth needed), and how well that tracks the ground-truth check.
 - `separability`: how far explanation embeddings of mated and non-mated pairs separate.
 - `demographics`: per-group match rates and max/min ratios (NIST FRVT Part 3).
 """
@@ -23,11 +25,25 @@ from facellm.metrics.classification import (
     uar,
     war,
 )
+from facellm.metrics.consistency import (
+    ClaimAgreement,
+    SameValueDifference,
+    SelfCheck,
+    Tracking,
+    claim_agreement,
+    claim_labels,
+    differences_section,
+    self_check,
+    self_contradicting_differences,
+    self_contradiction_rate,
+    tracking,
+)
 from facellm.metrics.demographics import Differential, MatchRates, match_rates, max_min_ratio
 from facellm.metrics.embedding_lr import EmbeddingLR, SentenceEmbedder
 from facellm.metrics.faithfulness import (
     Claim,
     ClaimCheck,
+    claim_facts,
     claims_per_explanation,
     hallucinated_claim_rate,
     hallucinating_explanation_rate,
@@ -69,13 +85,14 @@ from facellm.metrics.verification import (
 )
 
 __all__ = [
-    "Claim", "ClaimCheck", "DetCurve", "Differential", "EceCurve", "EmbeddingLR", "EqualErrorRate",
+    "Claim", "ClaimAgreement", "ClaimCheck", "SameValueDifference", "SelfCheck", "Tracking", "DetCurve", "Differential", "EceCurve", "EmbeddingLR", "EqualErrorRate",
     "LogisticCalibrator", "LogisticFusion", "MatchRates", "OperatingPoint", "PavCalibrator", "RocCurve",
     "SentenceEmbedder", "Separability", "TippettData",
-    "accuracy", "claims_per_explanation", "cllr", "cllr_cal", "cllr_drop", "cllr_min", "confusion_matrix",
-    "det_curve", "ece", "ece_curve", "eer", "eer_point", "fisher_ratio", "hallucinated_claim_rate",
+    "accuracy", "claim_agreement", "claim_facts", "claim_labels", "claims_per_explanation", "cllr", "cllr_cal", "cllr_drop", "cllr_min", "confusion_matrix",
+    "det_curve", "differences_section", "ece", "ece_curve", "eer", "eer_point", "fisher_ratio", "hallucinated_claim_rate",
     "hallucinating_explanation_rate", "ln_to_log10", "log10_to_ln", "macro_f1", "mae", "match_rates",
     "max_min_ratio", "mean_accuracy", "operating_point", "parse_claims", "parse_rate", "pav_llrs",
-    "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve", "score_claims", "separability",
-    "supported_claim_rate", "tippett_data", "tmr_at_fmr", "uar", "unverifiable_claim_rate", "war",
+    "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve", "score_claims", "self_check", "self_contradicting_differences",
+    "self_contradiction_rate", "separability",
+    "supported_claim_rate", "tippett_data", "tmr_at_fmr", "tracking", "uar", "unverifiable_claim_rate", "war",
 ]

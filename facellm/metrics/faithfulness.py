@@ -386,7 +386,7 @@ def binary_truth(attributes: Mapping[str, object]) -> dict[str, bool]:
     return out
 
 
-def _facts(claim: Claim) -> list[tuple[int, bool]]:
+def claim_facts(claim: Claim) -> list[tuple[int, bool]]:
     """(face index, value that face must have) for a claim; "person" is the only (first) face."""
     if claim.subject in ("first", "person"):
         return [(0, claim.value)]
@@ -403,8 +403,8 @@ def score_claims(claims: Sequence[Claim], truth_first: Mapping[str, object],
     truths = [binary_truth(truth_first), binary_truth(truth_second or {})]
     groups: dict[str, list[Claim]] = {"supported": [], "hallucinated": [], "unverifiable": []}
     for claim in claims:
-        known = [truths[face].get(claim.attribute) for face, _ in _facts(claim)]
-        expected = [value for _, value in _facts(claim)]
+        known = [truths[face].get(claim.attribute) for face, _ in claim_facts(claim)]
+        expected = [value for _, value in claim_facts(claim)]
         if any(k is not None and k != e for k, e in zip(known, expected)):
             groups["hallucinated"].append(claim)
         elif any(k is None for k in known):
