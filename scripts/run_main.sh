@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the offline default, end to end on this machine (no GPU, no hub):
 # SynthFace data -> offline default base (the shipped one when current) -> LoRA fine-tune ->
-# vLLM serving -> evaluation with LR metrics -> report. Every step resumes or is skipped when
+# vLLM serving -> evaluation with LR metrics -> report, and the SynthFace multiple-choice set. Every step resumes or is skipped when
 # its output is up to date. Ends with a table of each step's wall time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +26,7 @@ fi
 step models build-default --config "$BASE_CFG"
 step train --config finetune/configs/facellm_tiny.yaml --resume
 step eval --config eval/configs/synthface_tiny.yaml
+step eval mc --config eval/configs/synthface_mc.yaml
 echo; echo "step times (wall clock)"
 printf '%s\n' "${TIMES[@]}"
 printf '%-58s %6ds\n' "total (set-up excluded)" $((SECONDS - START))

@@ -63,3 +63,14 @@ def test_main_job_small(tmp_path):
     html = (report_dir / "report.html").read_text()
     assert "Likelihood-ratio metrics" in html and "plots/lr_lora_score.png" in html
     assert (report_dir / "plots" / "lr_lora_score.png").stat().st_size > 10_000
+    # the SynthFace multiple-choice set, built and scored both ways on both systems
+    mc_dir = tmp_path / "mc_eval"
+    out = facellm("eval", "mc", "--config", str(ROOT / "eval/configs/synthface_mc.yaml"), f"items={tmp_path / 'mc'}",
+                  f"output_dir={mc_dir}", "synthface.n_per_category=2", f"adapters={{facellm-lora: {lora}}}",
+                  env=env, cwd=tmp_path)
+    mc = json.loads((mc_dir / "metrics.json").read_text())
+    assert set(mc["systems"]) == {"base", "lora"} and mc["n_items"] >= 6
+    for system in mc["systems"].values():
+        assert set(system["accuracy"]) == {"generate", "acc", "acc_norm"}
+        assert all(0.0 <= acc <= 1.0 for acc in system["accuracy"].values())
+    assert "Multiple choice" in (mc_dir / "report.md").read_text()
