@@ -5,7 +5,10 @@
                  [--calibration runs/eval/synthface_tiny/metrics.json]
 
 One image: a question about the face (attributes, expression, anything). Two images:
-verification, with the verdict, the explanation and a likelihood ratio in numbers and words.
+verification, with the verdict, the explanation and a likelihood ratio in numbers and words,
+each claim of the explanation marked supported, contradicted or not checkable (by the model's
+own answers about each face, by ground truth for the SynthFace examples, by itself), and the
+fused LR (FR score + explanation) when --calibration's report fitted that fusion.
 Prompts, parsing, FR scores and LRs all come from facellm.assistant. Each message is answered
 on its own (the tasks are single-turn); a message without images reuses the last ones. An
 upload that is no image or too large is refused with the reason; an image in which YuNet finds
@@ -107,7 +110,7 @@ def respond(assistant: FaceAssistant, message: dict, history: list, model: str, 
             history[-1]["content"] = reply
             yield history, "Generating ...", None, files
         if query:
-            result = assistant.assess(query, reply, adapter)
+            result = assistant.assess(query, reply, adapter, assistant.truth_of(files))
             if result.conflict:
                 gr.Warning(result.conflict)
             panel = result.markdown()
@@ -172,12 +175,20 @@ def describe(args: argparse.Namespace, assistant: FaceAssistant) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facellm.assistant import FaceAssistant, drawn_faces_note, load_calibrations, synthface_examples
+    from facellm.assistant import (
+        FaceAssistant,
+        drawn_faces_note,
+        example_truths,
+        load_calibrations,
+        load_fusions,
+        synthface_examples,
+    )
     from facellm.models.loading import resolve_cache_dir
 
     adapters = dict(a.split("=", 1) for a in args.adapter) or default_adapters(args.model)
     try:
         calibration = load_calibrations(args.calibration) if args.calibration else None
+        fusion = load_fusions(args.calibration) if args.calibration else None
     except (OSError, ValueError) as e:
         print(f"error: --calibration: {e}", file=sys.stderr)
         return 2
@@ -185,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: the backend closes
     try:
         with open_backend(args.backend, args.model, adapters, server_url=args.server_url) as backend:
-            assistant = FaceAssistant(backend, calibration, max_tokens=args.max_tokens)
+            assistant = FaceAssistant(backend, calibration, max_tokens=args.max_tokens, fusion=fusion,
+                                      truths=example_truths(examples))
             note = drawn_faces_note(args.model, adapters)
             if note:
                 print(f"warning: {note}", file=sys.stderr)

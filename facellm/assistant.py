@@ -7,6 +7,7 @@ ratio that training and eval use: what the demo app calls, and any other front e
             print(text)                                   # the reply so far, as it streams
         result = assistant.verify(face_a, face_b, adapter="lora")
         result.verdict, result.log10_lr, result.verbal    # "Match", 1.7, "moderate support for the same person"
+        [(m.text, m.mark) for m in result.marks]        # [("the first face wears eyeglasses", "contradicted"), ...]
 
 The LR is the model-likelihood LLR `llr_answer` of `facellm.evaluation.add_model_llrs` (the
 model's probability of its own explanation after "Match Verdict: Match" versus after
@@ -15,11 +16,19 @@ by the logistic calibration the eval report fitted for the same system and promp
 A model choice ("base" or an adapter's name) finds its calibration under the eval system that
 ran it: the system whose recorded `adapter` it is, else the system of the same name, so serve
 an adapter under its system's name (`--adapter lora=...` for system "lora") when the report
-records no adapters.
+records no adapters. With an FR score and the report's logistic fusion of the FR score with the
+same LLR (`fusion_metrics`), the fused LR is shown too.
+
+Each attribute claim of the explanation is marked supported, contradicted or not checkable
+(`claim_marks`): against the model's own answers about each face on its own (the attributes
+task's describe prompt, as eval's self-consistency asks it), against ground truth for the
+SynthFace examples, and a "difference" that names one value for both faces is contradicted by
+itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -31,9 +40,11 @@ from typing import Any, Literal
 from PIL import Image
 
 from facellm.align import AlignSpec, align_face
-from facellm.evaluation import add_model_llrs
+from facellm.attributes import BINARY_ATTRIBUTES
+from facellm.evaluation import OWN_ANSWER_TOKENS, add_model_llrs
 from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
 from facellm.inference.base import Backend, ChatRequest, build_messages
+from facellm.metrics import Claim, parse_claims, score_claims, self_check, self_contradicting_differences
 from facellm.tasks import attributes, caption, expression, verification
 from facellm.verbal import H1, H2, format_lr, verbal_scale
 
@@ -85,6 +96,104 @@ def load_calibrations(path: str | Path) -> dict[tuple[str, str], Calibration]:
     return out
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """log10 LR = weight_fr_score * FR score + weight_llr * llr + intercept: the logistic fusion
+    of the FR score with the model's answer LLR an eval report fitted (`fusion_metrics`,
+    `LogisticFusion` in raw input units). source: where it came from, in words."""
+
+    weight_fr_score: float
+    weight_llr: float
+    intercept: float
+    source: str
+
+    def apply(self, fr_score: float, llr: float) -> float:
+        # inputs clipped as eval clips what it fuses (+-inf stays finite)
+        fr, llr = (min(max(float(v), -300.0), 300.0) for v in (fr_score, llr))
+        return float(self.weight_fr_score * fr + self.weight_llr * llr + self.intercept)
+
+
+def load_fusions(path: str | Path) -> dict[tuple[str, str], Fusion]:
+    """(model, variant) -> Fusion of the FR score with the `answer` LLR, from an eval report's
+    metrics.json (`metrics[system]["fusion"][variant]["answer"]`), models named as in
+    `load_calibrations`; empty when the report fitted none (no FR scores in its data)."""
+    path = Path(path)
+    out = {}
+    for system, report in json.loads(path.read_text()).items():
+        model = (report["adapter"] or BASE) if "adapter" in report else system
+        for variant, kinds in (report.get("fusion") or {}).items():
+            answer = kinds.get("answer") or {}
+            if all(k in answer for k in ("weight_fr_score", "weight_llr", "intercept")):
+                out[model, variant] = Fusion(float(answer["weight_fr_score"]), float(answer["weight_llr"]),
+                                             float(answer["intercept"]), f"{path} (system {system}, variant {variant})")
+    return out
+
+
+# ---------------------------------------------------------------- claims of an explanation
+
+Mark = Literal["supported", "contradicted", "not checkable"]
+_WHO = {"first": "the first face", "second": "the second face", "both": "each face", "neither": "neither face",
+        "person": "the person"}
+
+
+@dataclass(frozen=True)
+class ClaimMark:
+    """One claim of an explanation and what checks it. by_model: against the model's own answers
+    about each face (None: not asked); by_truth: against the faces' ground truth (None: none
+    known, as for uploads); by_itself: "contradicted" for a difference that names one value for
+    both faces, whatever the images show, else None."""
+
+    text: str
+    by_model: Mark | None
+    by_truth: Mark | None
+    by_itself: Mark | None = None
+
+    @property
+    def mark(self) -> Mark:
+        """contradicted if any check contradicts it, supported if one supports it, else not checkable."""
+        marks = {self.by_model, self.by_truth, self.by_itself}
+        return "contradicted" if "contradicted" in marks else "supported" if "supported" in marks else "not checkable"
+
+
+def claim_text(claim: Claim) -> str:
+    """A claim in words: Claim("beard", "second", True) -> "the second face has a beard"."""
+    attr = BINARY_ATTRIBUTES[claim.attribute]
+    if claim.subject == "neither":  # "neither has X" (True): both lack X; (False): both have it
+        return attr.has.format(who="neither face" if claim.value else "each face")
+    return (attr.has if claim.value else attr.lacks).format(who=_WHO[claim.subject])
+
+
+def claim_marks(explanation: str, own_answers: Sequence[Mapping[str, bool]] | None = None,
+                truth: Sequence[Mapping[str, Any]] | None = None) -> list[ClaimMark]:
+    """Mark each attribute claim of a pair's explanation as supported, contradicted or not
+    checkable: by the model's own answers about each face (`own_answers`, two dicts as
+    `parse_attribute_lines` reads them), by ground truth (`truth`, the two faces' attributes, for
+    SynthFace examples), and by itself (a difference naming one value for both faces)."""
+    claims = parse_claims(explanation, faces=2)
+    marks: dict[Claim, dict[str, Mark]] = {c: {} for c in claims}
+    word = {"consistent": "supported", "supported": "supported", "contradicted": "contradicted",
+            "hallucinated": "contradicted", "not_checkable": "not checkable", "unverifiable": "not checkable"}
+    if own_answers is not None:
+        check = self_check(claims, own_answers[0], own_answers[1])
+        for group in ("consistent", "contradicted", "not_checkable"):
+            for c in getattr(check, group):
+                marks[c]["by_model"] = word[group]
+    if truth is not None:
+        check = score_claims(claims, truth[0], truth[1])
+        for group in ("supported", "hallucinated", "unverifiable"):
+            for c in getattr(check, group):
+                marks[c]["by_truth"] = word[group]
+    out = [ClaimMark(claim_text(c), m.get("by_model"), m.get("by_truth")) for c, m in marks.items()]
+    for d in self_contradicting_differences(explanation):
+        out.append(ClaimMark(f"difference: {d.sentence}", None, None, "contradicted"))
+    return out
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: finds an example's ground truth whatever folder the front end copied it to."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # ---------------------------------------------------------------- verification
 
 
@@ -123,6 +232,9 @@ class VerificationResult:
     calibration: Calibration | None
     calibration_note: str
     lr_note: str = ""
+    fused_log10_lr: float | None = None
+    fusion_note: str = ""
+    marks: tuple[ClaimMark, ...] = ()
 
     @property
     def calibrated(self) -> bool:
@@ -162,12 +274,26 @@ class VerificationResult:
         fr_line = (f"**FR score (SFace similarity):** {self.fr_score:.3f}" if self.fr_score is not None
                    else f"**FR score:** {self.fr_note}")
         conflict = [f"> **⚠ Conflicting evidence.** {self.conflict}"] if self.conflict else []
+        fused = ([f"**Fused LR (FR score + explanation):** LR = {format_lr(self.fused_log10_lr)} "
+                  f"(log10 LR = {self.fused_log10_lr:+.2f}), {verbal_scale(self.fused_log10_lr)}"]
+                 if self.fused_log10_lr is not None else [])
         return "\n\n".join([
             "### Verification", *conflict, f"**Verdict:** {verdict}",
-            f"**Explanation:** {self.explanation or '(none)'}", lr_line, fr_line,
+            f"**Explanation:** {self.explanation or '(none)'}", *self.claims_markdown(), lr_line, *fused, fr_line,
             f"_LR: the model's likelihood of its own answer after a Match versus a Non-Match "
-            f"verdict (llr_answer, prompt variant {self.variant}). {self.calibration_note}_",
+            f"verdict (llr_answer, prompt variant {self.variant}). {self.calibration_note}"
+            f"{' ' + self.fusion_note if self.fusion_note else ''}_",
         ])
+
+    def claims_markdown(self) -> list[str]:
+        """The claims table: each claim with its mark and what gave it ("" when there are none)."""
+        if not self.marks:
+            return []
+        icon = {"supported": "✔ supported", "contradicted": "✘ contradicted", "not checkable": "? not checkable"}
+        rows = [f"| {m.text} | {icon[m.mark]} | {m.by_model or '-'} | {m.by_truth or '-'} | {m.by_itself or '-'} |"
+                for m in self.marks]
+        return ["**Claims of the explanation:**\n\n| claim | mark | model's own answers | ground truth | itself |\n"
+                "|---|---|---|---|---|\n" + "\n".join(rows)]
 
 
 def parse_answer(question: str, reply: str) -> str | None:
@@ -185,6 +311,11 @@ def parse_answer(question: str, reply: str) -> str | None:
 class FaceAssistant:
     """backend: any facellm Backend (vLLM server, vLLM in-process, transformers).
     calibration: (model, variant) -> Calibration (see load_calibrations); None = report raw LLRs.
+    fusion: (model, variant) -> Fusion of the FR score with the LLR (see load_fusions); None = none.
+    truths: file digest (`file_digest`) -> a face's ground-truth attributes (`example_truths`), to
+        mark the claims about example faces against it.
+    check_claims: ask the model about each face of a pair on its own (two describe requests) and
+        mark the explanation's claims against its answers.
     analyzer: the FR model (YuNet + SFace); default the shared one.
     max_tokens: longest reply, in tokens (eval's default).
     align: how faces are aligned before the model sees them, as the training data was
@@ -192,9 +323,13 @@ class FaceAssistant:
 
     def __init__(self, backend: Backend, calibration: Mapping[tuple[str, str], Calibration] | None = None,
                  analyzer: FaceAnalyzer | None = None, max_tokens: int = 384,
-                 align: AlignSpec | None = AlignSpec()) -> None:
+                 align: AlignSpec | None = AlignSpec(), fusion: Mapping[tuple[str, str], Fusion] | None = None,
+                 truths: Mapping[str, Mapping[str, Any]] | None = None, check_claims: bool = True) -> None:
         self.backend = backend
         self.calibration = dict(calibration or {})
+        self.fusion = dict(fusion or {})
+        self.truths = dict(truths or {})
+        self.check_claims = check_claims
         self.analyzer = analyzer or get_analyzer()
         self.max_tokens = max_tokens
         self.align = align
@@ -250,8 +385,31 @@ class FaceAssistant:
         aligned, _ = self.prepare([image_a, image_b])
         return VerificationQuery((aligned[0], aligned[1]), prompt, variant, score, note)
 
-    def assess(self, query: VerificationQuery, reply: str, adapter: str | None = None) -> VerificationResult:
-        """Parse a reply to `query` and score it: verdict, explanation, LR."""
+    def own_answers(self, images: Sequence[Image.Image], adapter: str | None = None) -> list[dict[str, bool]]:
+        """The model's answers about each face on its own: the attributes task's describe prompt
+        (as eval's self-consistency asks it), read with the task's parser; one batched request each."""
+        requests = [ChatRequest([image], attributes.DESCRIBE_PROMPTS[0], max_tokens=OWN_ANSWER_TOKENS["describe"],
+                                adapter=adapter) for image in images]
+        return [attributes.parse_attribute_lines(r.text) for r in self.backend.chat(requests)]
+
+    def truth_of(self, files: Sequence[str | Path]) -> tuple[Mapping[str, Any], ...] | None:
+        """The ground truth of every file when all are known examples (`truths`), else None."""
+        found = tuple(self.truths.get(file_digest(f)) for f in files) if self.truths else (None,)
+        return None if any(t is None for t in found) else found
+
+    def _fused(self, model: str, variant: str, fr_score: float | None, llr: float | None) -> tuple[float | None, str]:
+        fusion = self.fusion.get((model, variant))
+        if fusion is None or fr_score is None or llr is None:
+            return None, ""
+        return fusion.apply(fr_score, llr), (
+            f"Fused LR: the logistic fusion of the FR score with the LLR fitted in {fusion.source}; it assumes "
+            "the FR scores there are SFace similarities, as here (SynthFace evaluations use a simulated FR score).")
+
+    def assess(self, query: VerificationQuery, reply: str, adapter: str | None = None,
+               truth: Sequence[Mapping[str, Any]] | None = None) -> VerificationResult:
+        """Parse a reply to `query` and score it: verdict, explanation, LR, fused LR, and the
+        claims marked (by the model's own answers when `check_claims`, by `truth`: the two faces'
+        ground-truth attributes, when given, and by themselves)."""
         parsed = verification.parse_verification(reply)
         row = {"images": list(query.images), "messages": build_messages(2, query.prompt)}
         record: dict[str, Any] = {"task": "verification", "explanation": parsed["explanation"]}
@@ -270,20 +428,25 @@ class FaceAssistant:
         else:
             note = "Uncalibrated: give the demo an eval report's metrics.json with --calibration to calibrate."
         log10_lr = None if llr is None else (calibration.apply(llr) if calibration else llr)
+        fused, fusion_note = self._fused(model, query.variant, query.fr_score, llr)
+        own = self.own_answers(query.images, adapter) if self.check_claims else None
         return VerificationResult(
             verdict=parsed["verdict"], explanation=parsed["explanation"], reply=reply, prompt=query.prompt,
             variant=query.variant, llr=llr, log10_lr=log10_lr,
             verbal=None if log10_lr is None else verbal_scale(log10_lr), fr_score=query.fr_score,
-            fr_note=query.fr_note, calibration=calibration, calibration_note=note, lr_note=lr_note)
+            fr_note=query.fr_note, calibration=calibration, calibration_note=note, lr_note=lr_note,
+            fused_log10_lr=fused, fusion_note=fusion_note,
+            marks=tuple(claim_marks(parsed["explanation"], own, truth)))
 
     def verify(self, image_a: Image.Image, image_b: Image.Image, adapter: str | None = None,
-               variant: Variant = "images_only") -> VerificationResult:
+               variant: Variant = "images_only", truth: Sequence[Mapping[str, Any]] | None = None
+               ) -> VerificationResult:
         """Ask the verification prompt, wait for the whole reply, and assess it."""
         query = self.verification_query(image_a, image_b, variant)
         reply = ""
         for reply in self.ask(query.images, query.prompt, adapter):
             pass
-        return self.assess(query, reply, adapter)
+        return self.assess(query, reply, adapter, truth)
 
 
 # ---------------------------------------------------------------- what the model was trained on
@@ -343,6 +506,12 @@ class Example:
     label: str
     question: str
     files: tuple[str, ...]
+    truths: tuple[dict[str, Any], ...] = ()  # each file's ground-truth attributes (SynthFace)
+
+
+def example_truths(examples: Sequence[Example]) -> dict[str, dict[str, Any]]:
+    """file digest -> ground-truth attributes of every example file (FaceAssistant's `truths`)."""
+    return {file_digest(f): t for e in examples for f, t in zip(e.files, e.truths)}
 
 
 def synthface_examples(folder: str | Path, seed: int = 0, n_identities: int = 500, size: int = 160
@@ -363,7 +532,8 @@ def synthface_examples(folder: str | Path, seed: int = 0, n_identities: int = 50
         record.image.save(path)
         paths.append(str(path))
     a0, a1, b0, _ = paths
-    return [Example("one face: expression", expression.PROMPTS[0], (a0,)),
-            Example("one face: attributes", attributes.DESCRIBE_PROMPTS[0], (b0,)),
-            Example("pair: same person", verification.PROMPTS[0], (a0, a1)),
-            Example("pair: different persons", verification.PROMPTS[0], (a0, b0))]
+    ta0, ta1, tb0, _ = (dict(r.attributes) for r in records)
+    return [Example("one face: expression", expression.PROMPTS[0], (a0,), (ta0,)),
+            Example("one face: attributes", attributes.DESCRIBE_PROMPTS[0], (b0,), (tb0,)),
+            Example("pair: same person", verification.PROMPTS[0], (a0, a1), (ta0, ta1)),
+            Example("pair: different persons", verification.PROMPTS[0], (a0, b0), (ta0, tb0))]

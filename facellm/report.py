@@ -115,6 +115,7 @@ def evaluation_blocks(metrics: dict[str, Any], out_dir: str | Path) -> list[Bloc
     blocks += _task_tables(metrics, systems)
     blocks += _lr_tables(metrics, systems)
     blocks += _separability_table(metrics, systems)
+    blocks += _self_consistency_blocks(metrics, systems)
     blocks += _fusion_blocks(metrics, systems, plot_dir, plots)
     blocks += _demographic_blocks(metrics, systems, plot_dir, plots)
     for system in systems:
@@ -155,6 +156,40 @@ def _task_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
                          "rates are pooled over verifiable claims."),
                    ("table", (["task", "metric", *systems], faith))]
     return blocks
+
+
+SELF_CONSISTENCY_COLUMNS = ("n_claims", "self_contradiction_rate", "hallucinated_claim_rate", "not_checkable_rate",
+                            "explanations_with_same_value_difference")
+AGREEMENT_COLUMNS = ("n", "agreement", "precision", "recall", "kappa")
+
+
+def _self_consistency_blocks(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
+    from facellm.evaluation import self_consistency_tracking
+
+    rows = [[system, key.removeprefix("verification/"), *[m["self_consistency"].get(c) for c in SELF_CONSISTENCY_COLUMNS],
+             *[m["self_consistency"]["agreement"].get(c) for c in AGREEMENT_COLUMNS]]
+            for system in systems for key, m in metrics[system]["tasks"].items() if "self_consistency" in m]
+    if not rows:
+        return []
+    across = self_consistency_tracking({s: metrics[s] for s in systems})
+    t, a = across["tracking"], across["agreement"]
+    costs = [f"{s}: {metrics[s]['self_consistency']['requests']} ({metrics[s]['self_consistency']['mode']})"
+             for s in systems if (metrics[s].get("self_consistency") or {}).get("requests") is not None]
+    return [("h2", "Self-consistency of verification explanations"),
+            ("p", "No ground truth needed: the model is asked the attributes task's questions about each face of a "
+                  "pair on its own, and each claim of its pairwise explanation is checked against those answers. "
+                  "self_contradiction_rate: claims its own answers contradict / claims they can check; "
+                  "not_checkable_rate: claims about attributes it gave no answer on / all claims; "
+                  "explanations_with_same_value_difference: a difference naming one value for both faces. "
+                  "Beside them the ground-truth hallucinated_claim_rate and, per claim checkable both ways, how "
+                  "self-contradiction agrees with hallucination (precision and recall of self-contradiction as a "
+                  "detector of hallucinated claims, Cohen's kappa)."),
+            ("table", (["system", "variant", *SELF_CONSISTENCY_COLUMNS, *[f"claims {c}" for c in AGREEMENT_COLUMNS]],
+                       rows)),
+            ("p", f"Across the {t['n_cells']} (system, variant) cells with both rates: Pearson r {fmt(t['pearson'])}, "
+                  f"Spearman rho {fmt(t['spearman'])} of the self-contradiction rate against the hallucinated-claim "
+                  f"rate; pooled per-claim agreement {fmt(a['agreement'])}, kappa {fmt(a['kappa'])} over {a['n']} "
+                  f"claims. Extra requests: {', '.join(costs) or 'none'}.")]
 
 
 def _lr_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
