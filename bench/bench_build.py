@@ -95,10 +95,10 @@ def main() -> None:
         print(f"| {n} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['samples'] / r['wall']:.1f} | {r['rows'] / r['wall']:.1f} "
               f"| {r['bytes'] / r['rows']:.0f} | {base['wall'] / r['wall']:.2f}x |")
     other = results[args.num_proc]
-    print(f"\ndatasets identical: {'yes' if identical else 'NO'}; the CPU seconds give the most the speed-up "
-          f"could be with a free core per process: {args.num_proc} x {base['cpu']:.1f} / {other['cpu']:.1f} = "
-          f"{args.num_proc * base['cpu'] / other['cpu']:.2f}x (a wall-clock speed-up far below it means the "
-          "processes shared cores with other jobs)")
+    print(f"\ndatasets identical: {'yes' if identical else 'NO'}")
+    print(f"CPU-time estimate of the speed-up with a free core per process: {args.num_proc} x {base['cpu']:.1f} / "
+          f"{other['cpu']:.1f} = {args.num_proc * base['cpu'] / other['cpu']:.2f}x (an estimate, not a measurement: "
+          "above num_proc when contention inflated the baseline's CPU time)")
     per_row = base["bytes"] / base["rows"]
     print("1M rows at these rates: " + ", ".join(
         f"num_proc {n} {MILLION / (r['rows'] / r['wall']) / 3600:.1f} h" for n, r in results.items())
