@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facellm.config import ConfigError, at_least, between, check_call, load_checked, overrides_epilog
+from facellm.config import (
+    ConfigError,
+    at_least,
+    between,
+    check_call,
+    load_checked,
+    overrides_epilog,
+)
 from facellm.data.build import build_dataset, no_face_detected
 from facellm.registry import get_dataset, get_task
 from facellm.tasks.verification import VerificationTask, decision_threshold

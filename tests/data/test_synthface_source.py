@@ -6,7 +6,11 @@ import pickle
 import numpy as np
 
 from facellm import synthface
-from facellm.data.sources import SynthFaceImage, synthface_source, synthface_undrawn_records
+from facellm.data.sources import (
+    SynthFaceImage,
+    synthface_source,
+    synthface_undrawn_records,
+)
 
 
 def test_undrawn_records_are_synthface_records_image_for_image():
