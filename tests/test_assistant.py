@@ -59,8 +59,8 @@ def test_format_lr(log10_lr, text):
 
 def _llr_records(rng: np.random.Generator, n: int) -> list[dict]:
     labels = rng.integers(0, 2, n)
-    return [{"label": bool(y), "llr_answer": float(rng.normal(1.5 if y else -1.5, 1.0)), "fr_score": None}
-            for y in labels]
+    return [{"id": f"pair-{i}", "label": bool(y), "llr_answer": float(rng.normal(1.5 if y else -1.5, 1.0)),
+             "fr_score": None} for i, y in enumerate(labels)]
 
 
 def test_load_calibrations_reads_what_eval_writes(tmp_path):
