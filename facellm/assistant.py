@@ -44,7 +44,13 @@ from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.evaluation import OWN_ANSWER_TOKENS, add_model_llrs
 from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
 from facellm.inference.base import Backend, ChatRequest, build_messages
-from facellm.metrics import Claim, parse_claims, score_claims, self_check, self_contradicting_differences
+from facellm.metrics import (
+    Claim,
+    parse_claims,
+    score_claims,
+    self_check,
+    self_contradicting_differences,
+)
 from facellm.tasks import attributes, caption, expression, verification
 from facellm.verbal import H1, H2, format_lr, verbal_scale
 

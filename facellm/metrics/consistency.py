@@ -131,7 +131,7 @@ def claim_agreement(pairs: Sequence[tuple[bool, bool]]) -> ClaimAgreement:
     truth_only = sum(t and not s for s, t in pairs)
     n = len(pairs)
     neither = n - both - self_only - truth_only
-    ratio = lambda a, b: a / b if b else math.nan  # noqa: E731
+    ratio = lambda a, b: a / b if b else math.nan
     observed = ratio(both + neither, n)
     p_self, p_truth = ratio(both + self_only, n), ratio(both + truth_only, n)
     expected = p_self * p_truth + (1 - p_self) * (1 - p_truth)

@@ -6,10 +6,17 @@ against the model's own per-face answers and the examples' ground truth."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from facellm.assistant import ClaimMark, FaceAssistant, Fusion, claim_marks, load_fusions
+from facellm.assistant import (
+    ClaimMark,
+    FaceAssistant,
+    Fusion,
+    claim_marks,
+    load_fusions,
+)
 
 EXPLANATION = """Match Verdict: Non-Match
 Similarities: Both faces have a beard.
@@ -73,7 +80,7 @@ def test_the_panel_marks_the_claims_and_shows_the_fused_lr(trained, tmp_path):
     copies = []
     for i, f in enumerate(pair.files):  # a front end copies uploads: the truth is found by content
         copy = tmp_path / f"upload{i}.png"
-        copy.write_bytes(open(f, "rb").read())
+        copy.write_bytes(Path(f).read_bytes())
         copies.append(str(copy))
     fusion = {("facellm-lora", "score"): Fusion(10.0, 0.1, -6.0, "test")}
     assistant = FaceAssistant(backend, max_tokens=384, fusion=fusion, truths=truths)
