@@ -2,8 +2,9 @@
 `generate` one request at a time, then likelihood scoring of explanations (server vs transformers
 one by one). Same model, adapter, faces, prompts and max tokens, greedy, all in one run.
 
+    python bench/bench_serving.py          # the shipped offline default and its shipped adapter
     python bench/bench_serving.py --model /tmp/devtiny/model --adapter lora_a=/tmp/devtiny/lora_a --n 64
-    python bench/bench_serving.py --model /tmp/devtiny/model --n 4 --n-score 4 --max-tokens 4   # a smoke run
+    python bench/bench_serving.py --adapter none --n 4 --n-score 4 --max-tokens 4   # a smoke run, base only
 
 The scoring table also counts the HTTP requests the client sent per explanation (the openai
 client's resends included). The server and transformers share the machine's cores but never run at the same time.
@@ -64,17 +65,27 @@ def print_table(title: str, unit: str, rows: list[tuple[str, int, float]]) -> No
         print(f"| {name} | {count} | {seconds:.2f} | {count / seconds:.1f} | {count / seconds / base_rate:.2f}x |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    from facellm.models.shipped import SHIPPED_ADAPTER
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model folder")
-    parser.add_argument("--adapter", help="NAME=PATH of a LoRA adapter every request uses (default: base)")
+    parser.add_argument("--model", default="facellm_tiny",
+                        help="registry name or model folder (default: the offline default, shipped)")
+    parser.add_argument("--adapter", default=f"facellm-lora={SHIPPED_ADAPTER}",
+                        help="NAME=PATH of a LoRA adapter every request uses, or none (default: the shipped adapter)")
     parser.add_argument("--n", type=int, default=64, help="chat requests per measurement")
     parser.add_argument("--n-score", type=int, default=256, help="explanations to score")
     parser.add_argument("--max-tokens", type=int, default=32)
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> None:
+    from facellm.models.loading import resolve_model_path
+
+    args = build_parser().parse_args()
+    args.model = str(resolve_model_path(args.model)[0])
     adapters, adapter = {}, None
-    if args.adapter:
+    if args.adapter and args.adapter != "none":
         adapter, path = args.adapter.split("=", 1)
         adapters = {adapter: path}
     chats, scores = build_requests(args.n, args.n_score, args.max_tokens, adapter)
