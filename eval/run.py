@@ -197,10 +197,26 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
 
 
 def _files_stamp(folder: str | Path) -> str:
-    """Name, size and modification time of the files in `folder`: a rebuilt model or retrained
-    adapter changes it, without reading gigabytes of weights."""
+    """Name, size and content of the files in `folder`: a rebuilt model or retrained adapter
+    changes it; a re-export of the same weights (`facellm train --resume` of a finished run
+    rewrites its files) does not, so a rerun of the main job resumes its evaluation. Files over
+    64 MiB are read at the start, middle and end only (1 MiB each), not gigabytes of weights."""
     files = sorted(p for p in Path(folder).iterdir() if p.is_file())
-    return _digest([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    return _digest([(p.name, p.stat().st_size, _content_digest(p)) for p in files])
+
+
+def _content_digest(path: Path, whole_below: int = 64 << 20, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    size, h = path.stat().st_size, hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= whole_below:
+            h.update(fh.read())
+        else:
+            for offset in (0, size // 2, size - chunk):
+                fh.seek(offset)
+                h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
 
 
 def _build_digest(dataset: str) -> str | None:

@@ -195,3 +195,19 @@ def test_resume_on_the_real_server_keeps_finished_records(dataset, tmp_path, ser
             assert after["response"] == before["response"]
             if "llr_answer" in before:
                 assert after["llr_answer"] == pytest.approx(before["llr_answer"], abs=1e-3)
+
+
+def test_the_model_files_stamp_follows_content_not_modification_times(tmp_path):
+    # `facellm train --resume` of a finished run re-exports the same adapter: its evaluation
+    # must resume; retrained weights of the same size must not.
+    from eval.run import _files_stamp
+
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    stamp = _files_stamp(tmp_path)
+    weights.write_bytes(bytes(range(256)) * 64)  # rewritten, same bytes, newer mtime
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert _files_stamp(tmp_path) == stamp
+    weights.write_bytes(bytes(reversed(range(256))) * 64)  # same size, other weights
+    assert _files_stamp(tmp_path) != stamp
