@@ -46,6 +46,7 @@ from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.registry import get_task
 from facellm.schema import EXPRESSIONS
 from facellm.tasks import attributes as attributes_task
+from facellm.tasks import demographics
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
 LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
@@ -330,10 +331,6 @@ def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str
 
 # ---------------------------------------------------------------- demographic groups of a row
 
-AGE_BINS = ((3, "0-2"), (10, "3-9"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (50, "40-49"), (60, "50-59"),
-            (70, "60-69"))  # FairFace's bins, for datasets that give years
-
-
 def face_groups(face: dict[str, Any]) -> dict[str, str]:
     """The demographic groups one face's ground truth (`FaceRecord.ground_truth()`) carries:
     skin_tone and age_group (SynthFace), gender, race and age (FairFace's age bin, or years
@@ -350,7 +347,7 @@ def face_groups(face: dict[str, Any]) -> dict[str, str]:
     if meta.get("age_bin"):
         out["age"] = str(meta["age_bin"])
     elif face.get("age") is not None and "age_group" not in out:
-        out["age"] = next((name for end, name in AGE_BINS if face["age"] < end), "70+")
+        out["age"] = demographics.age_group_of_years(face["age"])
     return out
 
 
@@ -400,9 +397,19 @@ def task_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if rs := by_task.get("age"):
         out["age"] = {"n": len(rs), "mae": M.mae([r["label"] for r in rs], [r["prediction"] for r in rs]),
                       "parse_rate": M.parse_rate([r["prediction"] for r in rs])}
+    for task, classes in (("age_group", demographics.AGE_GROUPS), ("gender", demographics.GENDERS)):
+        if rs := by_task.get(task):
+            out[task] = _classification_metrics([r["label"] for r in rs], [r["prediction"] for r in rs], classes)
     for variant, rs in _by_variant(by_task.get("verification", [])).items():
         out[f"verification/{variant}"] = _verification_metrics(rs)
     return out
+
+
+def _classification_metrics(labels: Sequence[str], preds: Sequence[str | None], classes: Sequence[str]
+                            ) -> dict[str, Any]:
+    return {"n": len(labels), "accuracy": M.accuracy(labels, preds), "uar": M.uar(labels, preds, classes),
+            "macro_f1": M.macro_f1(labels, preds, classes), "parse_rate": M.parse_rate(preds),
+            "confusion": M.confusion_matrix(labels, preds, classes).tolist()}
 
 
 def _by_variant(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from facellm.data import sources
-from facellm.tasks import AgeTask, AttributeTask, CaptionTask, ExpressionTask, VerificationTask
+from facellm.tasks import AgeGroupTask, AgeTask, AttributeTask, CaptionTask, ExpressionTask, GenderTask, VerificationTask
 
 V = TypeVar("V")
 
@@ -32,6 +32,8 @@ TASKS: dict[str, type] = {
     "verification": VerificationTask,
     "age": AgeTask,
     "caption": CaptionTask,
+    "age_group": AgeGroupTask,
+    "gender": GenderTask,
 }
 
 

@@ -3,8 +3,10 @@
 from facellm.tasks.age import AgeTask
 from facellm.tasks.attributes import AttributeTask
 from facellm.tasks.caption import CaptionTask
+from facellm.tasks.demographics import AgeGroupTask, GenderTask
 from facellm.tasks.base import Conversation, Task, sample_rng
 from facellm.tasks.expression import ExpressionTask
 from facellm.tasks.verification import VerificationTask
 
-__all__ = ["AgeTask", "AttributeTask", "CaptionTask", "Conversation", "ExpressionTask", "Task", "VerificationTask", "sample_rng"]
+__all__ = ["AgeGroupTask", "AgeTask", "AttributeTask", "CaptionTask", "Conversation", "ExpressionTask", "GenderTask", "Task",
+           "VerificationTask", "sample_rng"]

@@ -315,3 +315,25 @@ def test_an_error_midway_prints_on_its_own_line_and_datasets_bars_stay_quiet(tmp
     err = capsys.readouterr().err
     assert re.search(r"(^|\n)error: .*list_patition_label.txt line 25: label must be 1..7", err), err
     assert "Creating parquet" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["utkface", "fairface"])
+def test_shipped_config_builds_age_group_and_gender_rows(name, tmp_path):
+    from facellm.tasks.demographics import age_group_of_years
+    from tests.data import fixtures as fx
+
+    root = getattr(fx, f"write_{name}")(tmp_path / name)
+    config = ROOT / "instruct_data" / "configs" / f"{name}.yaml"
+    assert run_recipe(config, f"dataset_args.root={root}", f"output_dir={tmp_path / 'out'}",
+                      "require_face=false", "align.enabled=false") == 0  # drawn shapes: no face to find or align
+    if name == "utkface":
+        labels = {n: (age_group_of_years(a), g) for n, (a, g, _) in fx.UTKFACE_GOOD.items()}
+    else:
+        labels = {f: ("70+" if a == "more than 70" else a, g.lower()) for f, a, g, _, _ in fx.FAIRFACE_TRAIN + fx.FAIRFACE_VAL}
+    rows = [r for split in load_built(tmp_path / "out").values() for r in split]
+    targets = {(r["id"].split("#")[0].split("/", 1)[1], r["task"]): r["messages"][1]["content"][0]["text"] for r in rows}
+    assert {t for _, t in targets} == {"age", "age_group", "gender"}
+    assert {k: v for k, v in targets.items() if k[1] == "age_group"} == \
+        {(n, "age_group"): f"Age group: {group}" for n, (group, _) in labels.items()}
+    assert {k: v for k, v in targets.items() if k[1] == "gender"} == \
+        {(n, "gender"): f"Gender: {gender}" for n, (_, gender) in labels.items()}
