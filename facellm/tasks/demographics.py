@@ -59,50 +59,57 @@ def gender_label(record: FaceRecord) -> str | None:
     return gender if gender in GENDERS else None
 
 
-class AgeGroupTask:
-    """Age group (FairFace's 9 bins) of a FairFace or UTKFace face; scored by accuracy."""
+class _LabelTask:
+    """One label of a face, asked with one of `prompts`, answered "<prefix> <label>", scored by
+    exact match; applies to the records `label_of` finds a label on."""
 
-    name = "age_group"
-    variants = ("bins",)
+    name: str
+    variants: tuple[str, ...]  # one: the registry lists it from the class
+    prompts: tuple[str, ...]
+    prefix: str
+
+    def label_of(self, record: FaceRecord) -> str | None:
+        raise NotImplementedError
+
+    def parse(self, response: str, conversation: Conversation) -> str | None:
+        raise NotImplementedError
 
     def applies_to(self, sample: Sample) -> bool:
-        return isinstance(sample, FaceRecord) and age_group_label(sample) is not None
+        return isinstance(sample, FaceRecord) and self.label_of(sample) is not None
 
     def conversations(self, sample: FaceRecord, rng: random.Random,
                       variants: tuple[str, ...] | None = None) -> list[Conversation]:
-        label = age_group_label(sample)
-        return [Conversation(sample.id, self.name, "bins", rng.choice(AGE_GROUP_PROMPTS), f"Age group: {label}",
+        label = self.label_of(sample)
+        return [Conversation(sample.id, self.name, self.variants[0], rng.choice(self.prompts), f"{self.prefix} {label}",
                              [sample.image], {"label": label})]
+
+    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
+        label = conversation.extras["label"]
+        return {"label": label, "prediction": parsed, "correct": parsed == label}
+
+
+class AgeGroupTask(_LabelTask):
+    """Age group (FairFace's 9 bins) of a FairFace or UTKFace face; scored by accuracy."""
+
+    name, variants, prompts, prefix = "age_group", ("bins",), AGE_GROUP_PROMPTS, "Age group:"
+
+    def label_of(self, record: FaceRecord) -> str | None:
+        return age_group_label(record)
 
     def parse(self, response: str, conversation: Conversation) -> str | None:
         return parse_age_group(response)
 
-    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
-        label = conversation.extras["label"]
-        return {"label": label, "prediction": parsed, "correct": parsed == label}
 
-
-class GenderTask:
+class GenderTask(_LabelTask):
     """Gender label (male / female) of a FairFace or UTKFace face; scored by accuracy."""
 
-    name = "gender"
-    variants = ("binary",)
+    name, variants, prompts, prefix = "gender", ("binary",), GENDER_PROMPTS, "Gender:"
 
-    def applies_to(self, sample: Sample) -> bool:
-        return isinstance(sample, FaceRecord) and gender_label(sample) is not None
-
-    def conversations(self, sample: FaceRecord, rng: random.Random,
-                      variants: tuple[str, ...] | None = None) -> list[Conversation]:
-        label = gender_label(sample)
-        return [Conversation(sample.id, self.name, "binary", rng.choice(GENDER_PROMPTS), f"Gender: {label}",
-                             [sample.image], {"label": label})]
+    def label_of(self, record: FaceRecord) -> str | None:
+        return gender_label(record)
 
     def parse(self, response: str, conversation: Conversation) -> str | None:
         return parse_gender(response)
-
-    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
-        label = conversation.extras["label"]
-        return {"label": label, "prediction": parsed, "correct": parsed == label}
 
 
 def parse_age_group(text: str) -> str | None:
