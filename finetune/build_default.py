@@ -9,8 +9,11 @@ has this config's fingerprint, it is installed in seconds instead of trained (~3
 
 1. a randomly initialised Qwen2-VL (facellm.models.default) whose tokenizer is trained on
    every task's text, so each task word is one token;
-2. full fine-tuning on SynthFace captions (`instruct_data/configs/synthface_pretrain.yaml`,
-   built first), so the model can see faces at all; the face-task formats are left to LoRA.
+2. `vision_steps` of supervised pre-training of the vision tower and merger on the pre-training
+   images' exact SynthFace labels (facellm.training.vision_pretrain), so that it sees faces;
+3. full fine-tuning on SynthFace captions (`instruct_data/configs/synthface_pretrain.yaml`,
+   built first; the vision side frozen with `freeze_vision`), so that the language model reads
+   what the tower sees; the face-task formats are left to LoRA.
 Deterministic for a config; a finished build is reused, an interrupted one resumes.
 """
 
@@ -39,6 +42,10 @@ class BuildDefaultConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     save_every: int = 500
+    vision_steps: int = 0            # supervised vision pre-training steps before the captions (0: none)
+    vision_batch_size: int = 64
+    vision_lr: float = 1.0e-3
+    freeze_vision: bool = False      # caption pre-training leaves the vision tower and merger as they are
     threads: int | None = None
     output: str | None = None        # default: $FACELLM_HOME/models/facellm_tiny
     data_config: str = "instruct_data/configs/synthface_pretrain.yaml"  # the config that built `data`
@@ -46,9 +53,11 @@ class BuildDefaultConfig:
 
 def validate(cfg: BuildDefaultConfig) -> None:
     """Range checks; types and `size` were checked on loading, without importing torch."""
-    for name in ("steps", "batch_size", "save_every", "threads"):
+    for name in ("steps", "batch_size", "save_every", "threads", "vision_batch_size"):
         at_least(getattr(cfg, name), 1, name)
+    at_least(cfg.vision_steps, 0, "vision_steps")
     positive(cfg.lr, "lr")
+    positive(cfg.vision_lr, "vision_lr")
     at_least(cfg.warmup, 0, "warmup")
     at_least(cfg.weight_decay, 0, "weight_decay")
 
@@ -107,24 +116,58 @@ def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
         install(SHIPPED_BASE, out)
         print(f"installed the shipped base (fingerprint {digest}) at {out}")
         return out
-    rows = load_built(cfg.data)["train"]
+    data = load_built(cfg.data)
+    rows = data["train"]
     work = out.with_name(out.name + f".build-{digest}")
     if not (work / "init" / "facellm_model.json").exists():
         build_default_model(work / "init", corpus, seed=cfg.seed, size=cfg.size)
-    model, processor = load_model(work / "init")
+    start = work / "init"
+    vision_report = None  # what vision pre-training reached, recorded with the build
+    if cfg.vision_steps:
+        start = work / "vision"
+        if not (start / "vision_pretraining.json").exists():  # a stage of minutes: redone whole if interrupted
+            _pretrain_vision(cfg, work / "init", start, rows, data.get("validation"))
+        vision_report = json.loads((start / "vision_pretraining.json").read_text())
+    model, processor = load_model(start)
     train(model, processor, rows, output_dir=work / "pretrain", steps=cfg.steps, batch_size=cfg.batch_size,
           lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed, trainable="full",
+          frozen=("model.visual",) if cfg.freeze_vision else (),
           save_every=cfg.save_every, resume=True, threads=cfg.threads)
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(work / "pretrain", final, ignore=shutil.ignore_patterns("checkpoints"))
     to_fp16(final)  # what ships is fp16: every build uses the same rounded weights
     (final / "facellm_build.json").write_text(json.dumps(
-        {"fingerprint": digest, "config": asdict(cfg), "made_by": "facellm models build-default"}, indent=2))
+        {"fingerprint": digest, "config": asdict(cfg), "made_by": "facellm models build-default",
+         "vision_pretraining": vision_report}, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(final, out)
     shutil.rmtree(work)
     return _ship(out) if ship else out
+
+
+def _pretrain_vision(cfg: BuildDefaultConfig, init: Path, out: Path, rows, val_rows) -> None:
+    """The init model's vision side pre-trained on the rows' labels, written to `out` whole
+    (a temporary sibling, then a rename) with vision_pretraining.json, its validation scores."""
+    import torch
+
+    from facellm.models.loading import load_model
+    from facellm.training.sft import _set_threads
+    from facellm.training.vision_pretrain import pretrain_vision
+
+    _set_threads(cfg.threads)
+    model, processor = load_model(init)
+    report = pretrain_vision(model, processor, rows, steps=cfg.vision_steps, batch_size=cfg.vision_batch_size,
+                             lr=cfg.vision_lr, seed=cfg.seed, eval_rows=val_rows, log_every=250)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(torch.float32).save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    for extra in ("facellm_model.json",):
+        shutil.copy2(init / extra, tmp / extra)
+    (tmp / "vision_pretraining.json").write_text(json.dumps(report, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def _ship(out: Path) -> Path:

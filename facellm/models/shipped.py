@@ -1,7 +1,7 @@
 """The offline default's weights that ship in the repository, and the fingerprint that says
 whether they are still what the code would build.
 
-Pre-training the base on 2 CPU cores takes ~30 minutes, too long for the main job, so
+Pre-training the base on 2 CPU cores takes ~40 minutes, too long for the main job, so
 `facellm models build-default --ship` writes the trained base (fp16 safetensors, ~12 MB) to
 `facellm/models/shipped/facellm_tiny/` and a LoRA adapter trained on it to
 `facellm/models/shipped/facellm_tiny_lora/` (so the demo answers before any training). Each
@@ -36,6 +36,7 @@ FINGERPRINT_SOURCES: tuple[str, ...] = (
     "facellm/synthface.py", "facellm/align.py", "facellm/fr.py", "facellm/attributes.py",
     "facellm/schema.py", "facellm/tasks/caption.py", "facellm/tasks/verification.py",
     "facellm/models/default.py", "facellm/training/sft.py", "facellm/training/collator.py",
+    "facellm/training/vision_pretrain.py",
 )
 REFRESH_COMMAND = ("facellm data build --config instruct_data/configs/synthface_pretrain.yaml && "
                    "facellm models build-default --ship")

@@ -83,6 +83,7 @@ def train(
     lora_dropout: float = 0.05,
     lora_target_modules: str | list[str] | None = None,
     trainable_extra: Sequence[str] = (),
+    frozen: Sequence[str] = (),
     max_length: int | None = None,
     gradient_checkpointing: bool = False,
     save_every: int | None = None,
@@ -120,6 +121,8 @@ def train(
         adapter (peft modules_to_save, e.g. ("input_layernorm", "post_attention_layernorm"));
         a base whose embeddings or norms never saw the task needs them, but vLLM cannot serve
         such an adapter (merge it first).
+    frozen: with trainable="full", parameter-name prefixes kept frozen (e.g. ("model.visual",):
+        the vision tower and merger, after facellm.training.vision_pretrain).
     max_length: longest allowed row in tokens; longer rows raise (never truncated).
     gradient_checkpointing: recompute activations in backward to save memory.
     save_every, keep_last: checkpoint every N optimizer steps (and at the end), keep the newest K.
@@ -147,7 +150,8 @@ def train(
 
     set_seed(seed)
     model = _make_trainable(
-        model, trainable, lora_r, lora_alpha, lora_dropout, lora_target_modules, trainable_extra, gradient_checkpointing
+        model, trainable, lora_r, lora_alpha, lora_dropout, lora_target_modules, trainable_extra, gradient_checkpointing,
+        frozen,
     )
     optimizer = _adamw(model, lr, weight_decay)
     scheduler = get_scheduler(lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
@@ -299,6 +303,7 @@ def _make_trainable(
     lora_target_modules: str | list[str] | None,
     trainable_extra: Sequence[str],
     gradient_checkpointing: bool,
+    frozen: Sequence[str] = (),
 ) -> torch.nn.Module:
     if gradient_checkpointing:
         # non-reentrant checkpointing needs no input that requires grad, so frozen embeddings are fine
@@ -309,7 +314,16 @@ def _make_trainable(
         if trainable_extra:
             raise ValueError("trainable_extra is for LoRA runs; trainable='full' already trains every parameter")
         model.requires_grad_(True)
+        names = [name for name, _ in model.named_parameters()]
+        for prefix in frozen:
+            if not any(n.startswith(prefix) for n in names):
+                raise ValueError(f"frozen: no parameter name starts with {prefix!r}")
+        for name, p in model.named_parameters():
+            if any(name.startswith(prefix) for prefix in frozen):
+                p.requires_grad_(False)
         return model
+    if frozen:
+        raise ValueError("frozen is for trainable='full'; LoRA already freezes every base parameter")
     if trainable != "lora":
         raise ValueError(f"trainable must be 'lora' or 'full', got {trainable!r}")
     if not isinstance(model, PeftModel):
