@@ -53,6 +53,7 @@ class BuildConfig:
     decision_fmr: float = 0.01             # score_decision threshold: this FMR on training pairs
     align: AlignConfig = field(default_factory=AlignConfig)
     num_proc: int = 1                      # processes encoding images; the dataset is the same for any value
+    landmarks_in_prompt: bool = False      # append each face's 5 landmarks to the prompt (Face-LLaVA; needs align)
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -73,6 +74,8 @@ def validate(cfg: BuildConfig) -> None:
     at_least(cfg.num_proc, 1, "num_proc")
     between(cfg.decision_fmr, 0, 1, "decision_fmr")
     align_spec(cfg.align)
+    if cfg.landmarks_in_prompt and not cfg.align.enabled:
+        raise ConfigError("landmarks_in_prompt: true needs align.enabled: true (the landmarks are the alignment's)")
 
 
 def _check_source(dataset: str, args: dict[str, Any]) -> None:
@@ -111,12 +114,15 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict[str, Any]:
         tasks[name] = (get_task(name)(**args), tuple(tcfg.variants) if tcfg.variants else None)
     config = json.loads(json.dumps(cfg, default=lambda o: o.__dict__))
     del config["num_proc"]  # how many processes build it changes nothing in the dataset: resume at any
+    if not config["landmarks_in_prompt"]:
+        del config["landmarks_in_prompt"]  # off: the same fingerprint as before the key existed
     fingerprint = {"config": config, "task_args": {n: vars(t) for n, (t, _) in tasks.items()}}
     if inputs := source.inputs():  # files on disk (SynthFace has none: its config defines it)
         fingerprint["inputs"] = inputs
     report = build_dataset(source.samples, tasks, cfg.output_dir, seed=cfg.seed, shard_size=cfg.shard_size,
                            image_check=no_face_detected if cfg.require_face else None, fingerprint=fingerprint,
-                           overwrite=overwrite, align=align_spec(cfg.align), num_proc=cfg.num_proc)
+                           overwrite=overwrite, align=align_spec(cfg.align), num_proc=cfg.num_proc,
+                           landmarks_in_prompt=cfg.landmarks_in_prompt)
     if report.get("up_to_date"):
         return report
     report.update(parse_skipped=source.skipped.as_dict(), notes=source.notes.as_dict(), decision_threshold=threshold)

@@ -29,7 +29,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +260,17 @@ def encoding_pool(num_proc: int, check: ImageCheck | None, align: Any) -> Iterat
         pool.shutdown(cancel_futures=True)  # after an error: no encoding of images no shard will hold
 
 
-def _rows_for(sample: Sample, convs: list[Conversation], encode: ImageEncoder) -> list[dict[str, Any]]:
+def _rows_for(sample: Sample, convs: list[Conversation], encode: ImageEncoder,
+              landmarks_in_prompt: bool = False) -> list[dict[str, Any]]:
+    from facellm.tasks.landmarks import landmark_prompt
+
     gt = sample.ground_truth()  # once per sample: asdict deep-copies the labels
     rows = []
     for conv in convs:
         blobs = [encode(im) for im in conv.images]
         aligned = [encode.alignment(im) for im in conv.images] if encode.align is not None else None
+        if landmarks_in_prompt and aligned:
+            conv = replace(conv, prompt=landmark_prompt(conv.prompt, aligned))
         rows.append(conversation_row(conv, blobs, gt, aligned))
     return rows
 
@@ -307,7 +312,8 @@ def _write_shard(rows: list[dict[str, Any]], skipped: SkipLog, path: Path) -> No
 def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, tuple[Task, tuple[str, ...] | None]],
                   output_dir: str | Path, *, seed: int = 0, shard_size: int = 500, image_check: ImageCheck | None = None,
                   fingerprint: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
-                  splits: tuple[str, ...] = SPLITS, align: Any = None, num_proc: int = 1) -> dict[str, Any]:
+                  splits: tuple[str, ...] = SPLITS, align: Any = None, num_proc: int = 1,
+                  landmarks_in_prompt: bool = False) -> dict[str, Any]:
     """Build (or resume building) the dataset; returns the build report.
 
     samples: split name -> the split's samples, in a deterministic order.
@@ -319,6 +325,8 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
     align: a `facellm.align.AlignSpec`: store every image as its aligned face crop (faces
         not found are skipped), or None to store images as given.
     num_proc: processes that encode images (1: this one alone); the dataset does not depend on it.
+    landmarks_in_prompt: append each aligned image's 5 landmarks to the prompt text
+        (facellm.tasks.landmarks; needs `align`).
     """
     if num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
@@ -336,7 +344,7 @@ def build_dataset(samples: Callable[[str], Iterable[Sample]], tasks: dict[str, t
         for split in splits:
             encoder = ImageEncoder(image_check, align, pool=pool)
             report["splits"][split] = _build_split(samples(split), tasks, work / split, seed, shard_size,
-                                                   encoder, progress, split)
+                                                   encoder, progress, split, landmarks_in_prompt)
         report["empty_splits"] = [s for s, info in report["splits"].items() if not info["rows"]]
         _finalize(out, work, splits, report)
     return report
@@ -384,7 +392,8 @@ AHEAD = 2  # shards whose images are encoded while this process writes an earlie
 
 
 def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shard_size: int,
-                 encoder: ImageEncoder, progress: bool, split: str) -> dict[str, Any]:
+                 encoder: ImageEncoder, progress: bool, split: str,
+                 landmarks_in_prompt: bool = False) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     skipped, resumed, pending = SkipLog(), 0, deque()
     chunks = enumerate(_chunks(samples, shard_size))
@@ -397,7 +406,7 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
                 break
             except Exception:
                 while pending:  # the shards read before the error are kept for the resume
-                    _finish(pending.popleft(), encoder, skipped)
+                    _finish(pending.popleft(), encoder, skipped, landmarks_in_prompt)
                 raise
             path = folder / f"{k:05d}.parquet"
             bar.update(len(chunk))
@@ -410,20 +419,20 @@ def _build_split(samples: Iterable[Sample], tasks, folder: Path, seed: int, shar
             pending.append(_Shard(path, work, encoder.prefetch(im for _, convs in work for c in convs
                                                                for im in c.images)))
             if len(pending) > AHEAD or encoder.pool is None:
-                _finish(pending.popleft(), encoder, skipped)
+                _finish(pending.popleft(), encoder, skipped, landmarks_in_prompt)
         while pending:
-            _finish(pending.popleft(), encoder, skipped)
+            _finish(pending.popleft(), encoder, skipped, landmarks_in_prompt)
     return {"shards": len(list(folder.glob("*.parquet"))), "resumed_shards": resumed,
             "rows": _count_rows(folder, Counter()), "skipped": skipped.as_dict()}
 
 
-def _finish(shard: _Shard, encoder: ImageEncoder, skipped: SkipLog) -> None:
+def _finish(shard: _Shard, encoder: ImageEncoder, skipped: SkipLog, landmarks_in_prompt: bool = False) -> None:
     """Write the shard once its images are encoded; a sample with an unusable image is skipped."""
     shard.encoded()
     rows, shard_skips = [], SkipLog()
     for sample, convs in shard.work:
         try:
-            rows += _rows_for(sample, convs, encoder)
+            rows += _rows_for(sample, convs, encoder, landmarks_in_prompt)
         except _BadImage as e:
             shard_skips.add(str(e))
     _write_shard(rows, shard_skips, shard.path)

@@ -3,7 +3,7 @@ offline default's tokenizer: every word a task uses becomes a single token."""
 
 from __future__ import annotations
 
-from facellm.tasks import attributes, caption, expression, verification
+from facellm.tasks import attributes, caption, expression, landmarks, verification
 from facellm.tasks.age import PROMPTS as AGE_PROMPTS
 from facellm.tasks.base import sample_rng
 
@@ -12,7 +12,8 @@ def task_corpus(n_identities: int = 80, images_per_identity: int = 3, n_pairs: i
     from facellm import registry, synthface
 
     texts: list[str] = [*attributes.YESNO_PROMPTS, *attributes.DESCRIBE_PROMPTS, *expression.PROMPTS,
-                        *verification.PROMPTS, *AGE_PROMPTS, *caption.SINGLE_PROMPTS, *caption.PAIR_PROMPTS]
+                        *verification.PROMPTS, *AGE_PROMPTS, *caption.SINGLE_PROMPTS, *caption.PAIR_PROMPTS,
+                        *landmarks.TEXTS]
     texts += [f"{q} {a}" for q, a in caption.GLOSSARY]
     records = synthface.synthface_records("train", n_identities, images_per_identity, seed, size=32)
     pairs = synthface.synthface_pairs(records, n_pairs, seed=seed)
