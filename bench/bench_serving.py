@@ -7,7 +7,8 @@ one by one). Same model, adapter, faces, prompts and max tokens, greedy, all in 
     python bench/bench_serving.py --adapter none --n 4 --n-score 4 --max-tokens 4   # a smoke run, base only
 
 The scoring table also counts the HTTP requests the client sent per explanation (the openai
-client's resends included). The server and transformers share the machine's cores but never run at the same time.
+client's resends included). With an adapter, the same requests go last to a server of the adapter
+merged into a copy of the base (what `facellm eval` does with merge_adapters: true). The server and transformers share the machine's cores but never run at the same time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.inference.hf import HFBackend
@@ -111,6 +113,28 @@ def main() -> None:
         requests_per_score = (client.http_requests - before) / len(scores)
         score_rows.append(("vLLM server, 32 concurrent", len(scores), seconds))
 
+    merged_worst = None
+    if adapter:
+        import tempfile
+
+        from facellm.models.lora import merge_adapter
+
+        with tempfile.TemporaryDirectory(prefix="facellm-merged-") as tmp:
+            merged = merge_adapter(args.model, adapters[adapter], tmp)
+            with start_server(str(merged), {}) as server:
+                client = VLLMServerBackend(server.url, max_concurrency=8)
+                base_chats = [replace(c, adapter=None) for c in chats]
+                client.chat(base_chats[:8])  # warm-up
+                replies, seconds = timed(lambda: client.chat(base_chats))
+                chat_rows.append(("vLLM server, adapter merged, 8 concurrent",
+                                  sum(r.completion_tokens for r in replies), seconds))
+                client = VLLMServerBackend(server.url, max_concurrency=32)
+                base_scores = [replace(s, adapter=None) for s in scores]
+                client.continuation_logprobs(base_scores[:8])  # warm-up
+                merged_scores, seconds = timed(lambda: client.continuation_logprobs(base_scores))
+                score_rows.append(("vLLM server, adapter merged, 32 concurrent", len(scores), seconds))
+        merged_worst = max(abs(x - y) for a, b in zip(served_scores, merged_scores) for x, y in zip(a, b))
+
     worst = max(abs(x - y) for a, b in zip(hf_scores, served_scores) for x, y in zip(a, b))
     print(f"\nmodel {args.model}, adapter {adapter or 'none (base)'}, {args.n} chat requests of up to "
           f"{args.max_tokens} tokens, greedy")
@@ -118,6 +142,8 @@ def main() -> None:
     print_table(f"Likelihood scoring of {len(scores)} explanations (image pairs); largest per-token "
                 f"|server - transformers| = {worst:.1e}; {requests_per_score:.2f} HTTP requests per explanation",
                 "explanations", score_rows)
+    if merged_worst is not None:
+        print(f"largest per-token |merged - adapter| on the server: {merged_worst:.1e}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class EvalConfig:
     embedding_reg_covar: float = 1e-3
     # the model's own per-image attribute answers, against its explanations' claims (test split)
     self_consistency: Literal["describe", "yesno"] | None = "describe"
+    # evaluate each adapter merged into a copy of the base (<output_dir>/merged/<name>), served as a
+    # model of its own: the same weights, without the per-request LoRA path (slow on vLLM's CPU backend)
+    merge_adapters: bool = False
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -90,6 +93,8 @@ def validate_server(cfg: EvalConfig) -> None:
     for key in ("served_model", "api_key_env"):
         if getattr(cfg, key) is not None and not urls:
             raise ConfigError(f"{key} is for a running server: set server_url too")
+    if cfg.merge_adapters and urls:
+        raise ConfigError("merge_adapters needs the adapter folders here: it cannot merge on a running server")
 
 
 def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str | None = None) -> list[dict]:
@@ -106,7 +111,8 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
 
 
 def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
-                    records_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    records_dir: Path, served: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """served: the adapter name to request from `backend` (the system's own unless it was merged)."""
     from facellm.evaluation import (
         RecordLog,
         add_self_consistency,
@@ -121,13 +127,13 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
 
     records = {}
     for split, rows in (("test", test), ("calibration", cal)):
-        records[split] = evaluate_rows(backend, rows, system.adapter, RecordLog(records_dir / f"{split}.jsonl"),
+        records[split] = evaluate_rows(backend, rows, served, RecordLog(records_dir / f"{split}.jsonl"),
                                        max_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
                                        likelihood=cfg.likelihood, tags={"system": system.name, "split": split},
                                        desc=f"{system.name}/{split}")
     extra = None
     if cfg.self_consistency:
-        answers, extra = ask_own_answers(backend, test, records["test"], system.adapter,
+        answers, extra = ask_own_answers(backend, test, records["test"], served,
                                          RecordLog(records_dir / "own_answers.jsonl"), cfg.self_consistency,
                                          cfg.batch_size)
         add_self_consistency(test, records["test"], answers)
@@ -138,7 +144,8 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
                 by_variant[r["variant"]][split].append(r)
     embed = (lambda: EmbeddingLR(reg_covar=cfg.embedding_reg_covar)) if cfg.embedding_lr else None
     lr = {v: lr_systems(g["test"], g["calibration"], embed) for v, g in sorted(by_variant.items())}
-    summary = {"adapter": system.adapter, "tasks": task_metrics(records["test"]), "lr": lr,
+    summary = {"adapter": system.adapter, "merged": served is None and system.adapter is not None,
+               "tasks": task_metrics(records["test"]), "lr": lr,
                "fusion": {v: fusion_metrics(kinds) for v, kinds in lr.items()},
                "demographics": demographic_metrics(records["test"], lr),
                "self_consistency": {"mode": cfg.self_consistency, "requests": extra}}
@@ -186,7 +193,7 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
 
     adapter = cfg.adapters.get(system.adapter) if system.adapter else None
     attached = bool(cfg.server_url)  # the server's own model and adapter files are not ours to read
-    return {
+    stamp = {
         "model": cfg.served_model or cfg.model, "backend": cfg.backend, "adapter": system.adapter,
         "model_files": None if attached else _files_stamp(model_folder(cfg.model)),
         "adapter_files": None if attached or adapter is None else _files_stamp(adapter),
@@ -194,6 +201,47 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
         "test_rows": _digest([r["id"] for r in test]), "calibration_rows": _digest([r["id"] for r in cal]),
         "max_tokens": cfg.max_tokens, "likelihood": cfg.likelihood,
     }
+    if cfg.merge_adapters and adapter is not None:  # only then: unmerged runs keep their fingerprints
+        stamp["merged"] = True
+    return stamp
+
+
+def merged_model(cfg: EvalConfig, name: str, out: Path) -> Path:
+    """The base with adapter `name` folded in (facellm.models.lora.merge_adapter), made once per
+    base and adapter content under <out>/merged/<name> (a temporary sibling, then a rename)."""
+    import json
+    import os
+    import shutil
+
+    from facellm.inference.factory import model_folder
+    from facellm.models.lora import merge_adapter
+
+    folder = out / "merged" / name
+    made_from = {"base": _files_stamp(model_folder(cfg.model)), "adapter": _files_stamp(cfg.adapters[name])}
+    stamp = folder / "facellm_merge.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == made_from:
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merge_adapter(cfg.model, cfg.adapters[name], tmp)
+    (tmp / "facellm_merge.json").write_text(json.dumps(made_from))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def serving_plan(cfg: EvalConfig, out: Path) -> list[tuple[str, dict[str, str], list[tuple[SystemArgs, str | None]]]]:
+    """[(model, adapters, [(system, adapter to request)])]: one backend for the base and its
+    adapters, or with merge_adapters one for the base systems and one per merged adapter."""
+    if not cfg.merge_adapters:
+        return [(cfg.model, cfg.adapters, [(s, s.adapter) for s in cfg.systems])]
+    plan: list[tuple[str, dict[str, str], list[tuple[SystemArgs, str | None]]]] = []
+    base = [(s, None) for s in cfg.systems if s.adapter is None]
+    if base:
+        plan.append((cfg.model, {}, base))
+    for name in dict.fromkeys(s.adapter for s in cfg.systems if s.adapter is not None):
+        plan.append((str(merged_model(cfg, name, out)), {}, [(s, None) for s in cfg.systems if s.adapter == name]))
+    return plan
 
 
 def _files_stamp(folder: str | Path) -> str:
@@ -250,14 +298,18 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
     out = Path(cfg.output_dir)
     folders = {s.name: prepare_records(out / "records" / s.name, fingerprint(cfg, s, test, cal), overwrite)
                for s in cfg.systems}
+    results: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for model, adapters, systems in serving_plan(cfg, out):
+        with open_backend(cfg.backend, model, adapters, server_url=cfg.server_url,
+                          served_model=cfg.served_model, api_key_env=cfg.api_key_env, balance=cfg.balance,
+                          max_concurrency=cfg.max_concurrency, log_path=out / "server.log") as backend:
+            check_served(backend, [SystemArgs(s.name, served) for s, served in systems])
+            for system, served in systems:
+                results[system.name] = evaluate_system(backend, system, test, cal, cfg, folders[system.name], served)
     metrics, records = {}, []
-    with open_backend(cfg.backend, cfg.model, cfg.adapters, server_url=cfg.server_url,
-                      served_model=cfg.served_model, api_key_env=cfg.api_key_env, balance=cfg.balance,
-                      max_concurrency=cfg.max_concurrency, log_path=out / "server.log") as backend:
-        check_served(backend, cfg.systems)
-        for system in cfg.systems:
-            metrics[system.name], recs = evaluate_system(backend, system, test, cal, cfg, folders[system.name])
-            records += recs
+    for system in cfg.systems:  # the config's order, whichever server evaluated it
+        metrics[system.name], recs = results[system.name]
+        records += recs
     return write_report(out, metrics, records, evaluation_blocks(metrics, out))
 
 

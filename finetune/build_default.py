@@ -5,7 +5,7 @@
     facellm models build-default --ship [--ship-adapter runs/lora/facellm_tiny]   # refresh what ships
 
 When the base that ships in the repository (facellm/models/shipped/, see facellm.models.shipped)
-has this config's fingerprint, it is installed in seconds instead of trained (~30 min on 2 cores).
+has this config's fingerprint, it is installed in seconds instead of trained (~35 min on 2 cores).
 
 1. a randomly initialised Qwen2-VL (facellm.models.default) whose tokenizer is trained on
    every task's text, so each task word is one token;
@@ -95,7 +95,7 @@ def status(cfg: BuildDefaultConfig) -> tuple[bool, str]:
     if stamp_matches(SHIPPED_BASE, digest):
         return True, f"the shipped base {SHIPPED_BASE} is current (fingerprint {digest}); it will be installed"
     return False, (f"neither {out} nor the shipped base has fingerprint {digest}: the base must be trained "
-                   f"(~30 min on 2 cores); `{REFRESH_COMMAND}` refreshes the shipped copy")
+                   f"(~35 min on 2 cores); `{REFRESH_COMMAND}` refreshes the shipped copy")
 
 
 def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
