@@ -93,8 +93,9 @@ def validate_server(cfg: EvalConfig) -> None:
     for key in ("served_model", "api_key_env"):
         if getattr(cfg, key) is not None and not urls:
             raise ConfigError(f"{key} is for a running server: set server_url too")
-    if cfg.merge_adapters and urls:
-        raise ConfigError("merge_adapters needs the adapter folders here: it cannot merge on a running server")
+    if cfg.merge_adapters and urls and any(s.adapter for s in cfg.systems):
+        raise ConfigError("merge_adapters needs the adapter folders here: it cannot merge on a running server "
+                          "(set merge_adapters=false to ask the server for its adapters by name)")
 
 
 def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str | None = None) -> list[dict]:
