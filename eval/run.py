@@ -55,8 +55,9 @@ class EvalConfig:
     # the model's own per-image attribute answers, against its explanations' claims (test split)
     self_consistency: Literal["describe", "yesno"] | None = "describe"
     # evaluate each adapter merged into a copy of the base (<output_dir>/merged/<name>), served as a
-    # model of its own: the same weights, without the per-request LoRA path (slow on vLLM's CPU backend)
-    merge_adapters: bool = False
+    # model of its own: the same weights, without the per-request LoRA path (slow on vLLM's CPU backend).
+    # "auto": merge when facellm starts the server itself, ask a running server (server_url) by name
+    merge_adapters: bool | Literal["auto"] = False
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -93,9 +94,16 @@ def validate_server(cfg: EvalConfig) -> None:
     for key in ("served_model", "api_key_env"):
         if getattr(cfg, key) is not None and not urls:
             raise ConfigError(f"{key} is for a running server: set server_url too")
-    if cfg.merge_adapters and urls and any(s.adapter for s in cfg.systems):
+    if not isinstance(cfg.merge_adapters, bool) and cfg.merge_adapters != "auto":
+        raise ConfigError(f"merge_adapters must be true, false or auto, got {cfg.merge_adapters!r}")
+    if cfg.merge_adapters is True and urls and any(s.adapter for s in cfg.systems):
         raise ConfigError("merge_adapters needs the adapter folders here: it cannot merge on a running server "
-                          "(set merge_adapters=false to ask the server for its adapters by name)")
+                          "(set merge_adapters=false or auto to ask the server for its adapters by name)")
+
+
+def merging(cfg: EvalConfig) -> bool:
+    """Whether adapter systems are evaluated through merged copies of the base (merge_adapters)."""
+    return cfg.merge_adapters is True or (cfg.merge_adapters == "auto" and not cfg.server_url)
 
 
 def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str | None = None) -> list[dict]:
@@ -202,7 +210,7 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
         "test_rows": _digest([r["id"] for r in test]), "calibration_rows": _digest([r["id"] for r in cal]),
         "max_tokens": cfg.max_tokens, "likelihood": cfg.likelihood,
     }
-    if cfg.merge_adapters and adapter is not None:  # only then: unmerged runs keep their fingerprints
+    if merging(cfg) and adapter is not None:  # only then: unmerged runs keep their fingerprints
         stamp["merged"] = True
     return stamp
 
@@ -234,7 +242,7 @@ def merged_model(cfg: EvalConfig, name: str, out: Path) -> Path:
 def serving_plan(cfg: EvalConfig, out: Path) -> list[tuple[str, dict[str, str], list[tuple[SystemArgs, str | None]]]]:
     """[(model, adapters, [(system, adapter to request)])]: one backend for the base and its
     adapters, or with merge_adapters one for the base systems and one per merged adapter."""
-    if not cfg.merge_adapters:
+    if not merging(cfg):
         return [(cfg.model, cfg.adapters, [(s, s.adapter) for s in cfg.systems])]
     plan: list[tuple[str, dict[str, str], list[tuple[SystemArgs, str | None]]]] = []
     base = [(s, None) for s in cfg.systems if s.adapter is None]

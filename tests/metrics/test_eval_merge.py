@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from facellm.schema import FacePair, FaceRecord
@@ -74,3 +75,17 @@ def test_merging_on_a_running_server_is_refused(tmp_path):
          f"output_dir={tmp_path}", "server_url=http://127.0.0.1:9", "merge_adapters=true", "--check"],
         cwd=ROOT, text=True, capture_output=True, timeout=120)
     assert proc.returncode == 2 and "merge_adapters" in proc.stderr and "running server" in proc.stderr, proc.stderr
+
+
+def test_merge_adapters_auto_asks_a_running_server_by_name_and_refuses_a_typo():
+    from eval.run import EvalConfig, merging, validate_server
+    from facellm.config import ConfigError, from_dict
+
+    common = {"dataset": "d", "output_dir": "o", "adapters": {"a": "x"},
+              "systems": [{"name": "base"}, {"name": "lora", "adapter": "a"}]}
+    local = from_dict(EvalConfig, {**common, "merge_adapters": "auto"})
+    attached = from_dict(EvalConfig, {**common, "merge_adapters": "auto", "server_url": "http://127.0.0.1:9"})
+    validate_server(attached)  # auto never refuses a running server
+    assert merging(local) and not merging(attached)
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        validate_server(from_dict(EvalConfig, {**common, "merge_adapters": "sometimes"}))
