@@ -2,13 +2,13 @@
 
     facellm demo [--model facellm_tiny] [--adapter lora=runs/lora/facellm_tiny ...]
                  [--backend vllm_server|vllm_local|hf] [--server-url URL] [--port 7860] [--host 127.0.0.1]
-                 [--calibration runs/eval/synthface_tiny/metrics.json]
+                 [--calibration runs/eval/synthface_tiny/calibrators.json]
 
 One image: a question about the face (attributes, expression, anything). Two images:
 verification, with the verdict, the explanation and a likelihood ratio in numbers and words,
 each claim of the explanation marked supported, contradicted or not checkable (by the model's
 own answers about each face, by ground truth for the SynthFace examples, by itself), and the
-fused LR (FR score + explanation) when --calibration's report fitted that fusion.
+fused LR (FR score + explanation) when --calibration's eval fitted that fusion.
 Prompts, parsing, FR scores and LRs all come from facellm.assistant. Each message is answered
 on its own (the tasks are single-turn); a message without images reuses the last ones. An
 upload that is no image or too large is refused with the reason; an image in which YuNet finds
@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-url", help="attach to a running vLLM server instead of starting one")
     parser.add_argument("--host", default="127.0.0.1", help="address the web page binds")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--calibration", help="an eval report's metrics.json with logistic LR calibrations")
+    parser.add_argument("--calibration", help="the calibrators.json `facellm eval` wrote (logistic LR calibrations "
+                                              "and fusions)")
     parser.add_argument("--max-tokens", type=int, default=384)
     args = parser.parse_args(argv)
     if any("=" not in a for a in args.adapter):
@@ -179,16 +180,16 @@ def main(argv: list[str] | None = None) -> int:
         FaceAssistant,
         drawn_faces_note,
         example_truths,
-        load_calibrations,
-        load_fusions,
         synthface_examples,
     )
     from facellm.models.loading import resolve_cache_dir
 
     adapters = dict(a.split("=", 1) for a in args.adapter) or default_adapters(args.model)
+    from facellm import calibrators
+
     try:
-        calibration = load_calibrations(args.calibration) if args.calibration else None
-        fusion = load_fusions(args.calibration) if args.calibration else None
+        loaded = calibrators.load(args.calibration) if args.calibration else calibrators.Calibrators()
+        calibration, fusion = loaded.calibrations, loaded.fusions
     except (OSError, ValueError) as e:
         print(f"error: --calibration: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Evaluate a model (base and/or LoRA adapters, any backend) on a facellm instruction dataset
-and write a report: metrics.json, samples.jsonl, report.md, report.html, plots/.
+and write a report: metrics.json, samples.jsonl, report.md, report.html, plots/, and the
+calibrators it fitted (calibrators.json, facellm.calibrators: what the demo loads).
 
     facellm eval --config eval/configs/synthface_tiny.yaml [key=value ...] [--overwrite]
 
@@ -122,6 +123,7 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
 def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
                     records_dir: Path, served: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """served: the adapter name to request from `backend` (the system's own unless it was merged)."""
+    from facellm.data.build import built_tasks
     from facellm.evaluation import (
         RecordLog,
         add_self_consistency,
@@ -139,7 +141,7 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
         records[split] = evaluate_rows(backend, rows, served, RecordLog(records_dir / f"{split}.jsonl"),
                                        max_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
                                        likelihood=cfg.likelihood, tags={"system": system.name, "split": split},
-                                       desc=f"{system.name}/{split}")
+                                       desc=f"{system.name}/{split}", tasks=built_tasks(cfg.dataset))
     extra = None
     if cfg.self_consistency:
         answers, extra = ask_own_answers(backend, test, records["test"], served,
@@ -293,6 +295,7 @@ def _digest(items: list[Any]) -> str:
 def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
     """Evaluate every system, resuming the records an interrupted run of the same config left;
     overwrite: start again where the records are of another config (else ResumeError)."""
+    from facellm import calibrators
     from facellm.data.build import load_built
     from facellm.evaluation import prepare_records
     from facellm.inference.factory import open_backend
@@ -319,6 +322,7 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> Path:
     for system in cfg.systems:  # the config's order, whichever server evaluated it
         metrics[system.name], recs = results[system.name]
         records += recs
+    calibrators.write(out / "calibrators.json", calibrators.artifact(metrics, cfg.dataset, cfg.calibration_split))
     return write_report(out, metrics, records, evaluation_blocks(metrics, out))
 
 

@@ -2,17 +2,18 @@
 ratio that training and eval use: what the demo app calls, and any other front end can.
 
     with open_backend("hf", "facellm_tiny", {"lora": "runs/lora/facellm_tiny"}) as backend:
-        assistant = FaceAssistant(backend, load_calibrations("runs/eval/synthface_tiny/metrics.json"))
+        calibrators = facellm.calibrators.load("runs/eval/synthface_tiny/calibrators.json")
+        assistant = FaceAssistant(backend, calibrators.calibrations, fusion=calibrators.fusions)
         for text in assistant.ask([face], "Is the person smiling? Answer yes or no.", adapter="lora"):
             print(text)                                   # the reply so far, as it streams
         result = assistant.verify(face_a, face_b, adapter="lora")
         result.verdict, result.log10_lr, result.verbal    # "Match", 1.7, "moderate support for the same person"
         [(m.text, m.mark) for m in result.marks]        # [("the first face wears eyeglasses", "contradicted"), ...]
 
-The LR is the model-likelihood LLR `llr_answer` of `facellm.evaluation.add_model_llrs` (the
+The LR is the model-likelihood answer LLR of `facellm.evaluation.pair_llrs` (the
 model's probability of its own explanation after "Match Verdict: Match" versus after
 "Match Verdict: Non-Match"), computed by that function, then mapped to a calibrated log10 LR
-by the logistic calibration the eval report fitted for the same system and prompt variant.
+by the logistic calibration eval fitted for the same system and prompt variant (its calibrators.json).
 A model choice ("base" or an adapter's name) finds its calibration under the eval system that
 ran it: the system whose recorded `adapter` it is, else the system of the same name, so serve
 an adapter under its system's name (`--adapter lora=...` for system "lora") when the report
@@ -41,9 +42,10 @@ from PIL import Image
 
 from facellm.align import AlignSpec, align_face
 from facellm.attributes import BINARY_ATTRIBUTES
-from facellm.evaluation import OWN_ANSWER_TOKENS, add_model_llrs
+from facellm.calibrators import BASE, Calibration, Fusion
+from facellm.evaluation import OWN_ANSWER_TOKENS, pair_llrs
 from facellm.fr import FaceAnalyzer, NoFaceError, get_analyzer
-from facellm.inference.base import Backend, ChatRequest, build_messages
+from facellm.inference.base import Backend, ChatRequest
 from facellm.metrics import (
     Claim,
     parse_claims,
@@ -56,83 +58,10 @@ from facellm.verbal import H1, H2, format_lr, verbal_scale
 
 Variant = Literal["images_only", "score"]
 VARIANTS: tuple[str, ...] = ("images_only", "score")
-BASE = "base"  # eval's system name for the base model (adapter None)
 DEFAULT_QUESTION = caption.SINGLE_PROMPTS[0]
 # SFace's match threshold: cosine 0.363 (OpenCV's face recognition sample), in the
 # (cosine + 1) / 2 units of FaceAnalyzer.similarity. At or above it the FR score supports H1.
 SFACE_MATCH_SIMILARITY = (0.363 + 1) / 2
-
-
-# ---------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """log10 LR = slope * llr + intercept: the logistic calibrator an eval report fitted
-    (`LogisticCalibrator.coef`). source: where it came from, in words."""
-
-    slope: float
-    intercept: float
-    source: str
-
-    def apply(self, llr: float) -> float:
-        # clipped to +-300 first, as eval clips the LLRs it calibrates (+-inf stays finite)
-        return self.slope * min(max(llr, -300.0), 300.0) + self.intercept
-
-
-def load_calibrations(path: str | Path) -> dict[tuple[str, str], Calibration]:
-    """(model, variant) -> Calibration of the `answer` LLR, from an eval report's metrics.json
-    (`metrics[system]["lr"][variant]["answer"]["logistic_slope" | "logistic_intercept"]`).
-    model: the system's `adapter` where the report records one ("base" for None), else the
-    system's name. Raises ValueError when the file holds no such coefficients at all."""
-    path = Path(path)
-    metrics = json.loads(path.read_text())
-    out = {}
-    for system, report in metrics.items():
-        model = (report["adapter"] or BASE) if "adapter" in report else system
-        for variant, kinds in (report.get("lr") or {}).items():
-            answer = kinds.get("answer") or {}
-            if "logistic_slope" in answer and "logistic_intercept" in answer:
-                out[model, variant] = Calibration(float(answer["logistic_slope"]), float(answer["logistic_intercept"]),
-                                                  f"{path} (system {system}, variant {variant})")
-    if not out:
-        raise ValueError(f"{path}: no logistic calibration of the answer LLR; expected "
-                         'metrics[system]["lr"][variant]["answer"]["logistic_slope"/"logistic_intercept"] '
-                         "(run `facellm eval` with likelihood: true)")
-    return out
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """log10 LR = weight_fr_score * FR score + weight_llr * llr + intercept: the logistic fusion
-    of the FR score with the model's answer LLR an eval report fitted (`fusion_metrics`,
-    `LogisticFusion` in raw input units). source: where it came from, in words."""
-
-    weight_fr_score: float
-    weight_llr: float
-    intercept: float
-    source: str
-
-    def apply(self, fr_score: float, llr: float) -> float:
-        # inputs clipped as eval clips what it fuses (+-inf stays finite)
-        fr, llr = (min(max(float(v), -300.0), 300.0) for v in (fr_score, llr))
-        return float(self.weight_fr_score * fr + self.weight_llr * llr + self.intercept)
-
-
-def load_fusions(path: str | Path) -> dict[tuple[str, str], Fusion]:
-    """(model, variant) -> Fusion of the FR score with the `answer` LLR, from an eval report's
-    metrics.json (`metrics[system]["fusion"][variant]["answer"]`), models named as in
-    `load_calibrations`; empty when the report fitted none (no FR scores in its data)."""
-    path = Path(path)
-    out = {}
-    for system, report in json.loads(path.read_text()).items():
-        model = (report["adapter"] or BASE) if "adapter" in report else system
-        for variant, kinds in (report.get("fusion") or {}).items():
-            answer = kinds.get("answer") or {}
-            if all(k in answer for k in ("weight_fr_score", "weight_llr", "intercept")):
-                out[model, variant] = Fusion(float(answer["weight_fr_score"]), float(answer["weight_llr"]),
-                                             float(answer["intercept"]), f"{path} (system {system}, variant {variant})")
-    return out
 
 
 # ---------------------------------------------------------------- claims of an explanation
@@ -316,8 +245,8 @@ def parse_answer(question: str, reply: str) -> str | None:
 
 class FaceAssistant:
     """backend: any facellm Backend (vLLM server, vLLM in-process, transformers).
-    calibration: (model, variant) -> Calibration (see load_calibrations); None = report raw LLRs.
-    fusion: (model, variant) -> Fusion of the FR score with the LLR (see load_fusions); None = none.
+    calibration: (model, variant) -> Calibration (facellm.calibrators.load); None = report raw LLRs.
+    fusion: (model, variant) -> Fusion of the FR score with the LLR (facellm.calibrators.load); None = none.
     truths: file digest (`file_digest`) -> a face's ground-truth attributes (`example_truths`), to
         mark the claims about example faces against it.
     check_claims: ask the model about each face of a pair on its own (two describe requests) and
@@ -417,12 +346,11 @@ class FaceAssistant:
         claims marked (by the model's own answers when `check_claims`, by `truth`: the two faces'
         ground-truth attributes, when given, and by themselves)."""
         parsed = verification.parse_verification(reply)
-        row = {"images": list(query.images), "messages": build_messages(2, query.prompt)}
-        record: dict[str, Any] = {"task": "verification", "explanation": parsed["explanation"]}
         llr, lr_note = None, ""
         try:
-            add_model_llrs(self.backend, [row], [record], adapter, batch_size=1, progress=False)
-            llr = record["llr_answer"]
+            [llrs], _ = pair_llrs(self.backend, [(query.images, query.prompt, parsed["explanation"])], adapter,
+                                  batch_size=1, progress=False)
+            llr = llrs.answer
         except ValueError as e:  # the reply cannot be scored token by token (see base.scored_span)
             lr_note = str(e)
         model = BASE if adapter is None else adapter
@@ -432,7 +360,7 @@ class FaceAssistant:
         elif self.calibration:
             note = f"Uncalibrated: the calibration file has none for model {model!r} with variant {query.variant!r}."
         else:
-            note = "Uncalibrated: give the demo an eval report's metrics.json with --calibration to calibrate."
+            note = "Uncalibrated: give the demo an eval's calibrators.json with --calibration to calibrate."
         log10_lr = None if llr is None else (calibration.apply(llr) if calibration else llr)
         fused, fusion_note = self._fused(model, query.variant, query.fr_score, llr)
         own = self.own_answers(query.images, adapter) if self.check_claims else None

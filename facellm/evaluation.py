@@ -33,14 +33,16 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from facellm import metrics as M
 from facellm.attributes import BINARY_ATTRIBUTES
+from facellm.calibrators import LLR_CLIP
 from facellm.data.build import row_conversation
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.registry import get_task
@@ -71,10 +73,12 @@ def generate(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | No
     return out
 
 
-def score_row(row: dict[str, Any], response: str) -> dict[str, Any]:
-    """Parse and score one response with the row's task; never raises on odd responses."""
+def score_row(row: dict[str, Any], response: str, tasks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse and score one response with the row's task: the one in `tasks` (what the dataset
+    was built with, `facellm.data.build.built_tasks`), else the task with its default arguments.
+    Never raises on odd responses."""
     conv = row_conversation(row)
-    task = get_task(row["task"])()
+    task = (tasks or {}).get(row["task"]) or get_task(row["task"])()
     parsed = task.parse(response, conv)
     scored = task.score(parsed, conv)
     record = {"id": row["id"], "task": row["task"], "variant": row["variant"], "reference": conv.target,
@@ -92,38 +96,57 @@ def score_row(row: dict[str, Any], response: str) -> dict[str, Any]:
 
 def _claims(explanation: str, extras: dict[str, Any]) -> dict[str, int]:
     check = M.score_claims(M.parse_claims(explanation, faces=2), extras["truth_first"], extras["truth_second"])
-    return {"supported": len(check.supported), "hallucinated": len(check.hallucinated),
-            "unverifiable": len(check.unverifiable)}
+    return asdict(check.counts())
+
+
+class PairLLRs(NamedTuple):
+    """The model-likelihood LLRs (log10) of one verification answer (see the module docstring)."""
+
+    verdict: float
+    answer: float
+    explanation: float
+
+
+def pair_llrs(backend: Backend, pairs: Sequence[tuple[Sequence[Any], str, str]], adapter: str | None,
+              batch_size: int = 64, progress: bool = True, verdict_tokens: tuple[int, int] | None = None
+              ) -> tuple[list[PairLLRs], tuple[int, int] | None]:
+    """PairLLRs of each (images, prompt, explanation): what evaluation records and the demo shows.
+
+    Two scoring requests per pair (verdict line + explanation under M and under N): the verdict
+    line's tokens are the first tokens of each continuation (the tokenizer splits at the
+    newline), so their log-probabilities give the verdict LLR; the first pair checks that against
+    scoring the verdict lines alone, unless `verdict_tokens` gives what an earlier call returned.
+    Returns the LLRs and the token counts of M and N (None when there were no pairs).
+    """
+    if not pairs:
+        return [], verdict_tokens
+    split = verdict_tokens or _verdict_token_counts(backend, *pairs[0], adapter)
+    out: list[PairLLRs] = []
+    for batch in tqdm(_batches(pairs, batch_size), desc="likelihood", unit="batch", disable=not progress):
+        requests = []
+        for images, prompt, explanation in batch:
+            tail = _explanation_tail(explanation)
+            requests += [ScoreRequest(list(images), prompt, MATCH + tail, adapter),
+                         ScoreRequest(list(images), prompt, NON_MATCH + tail, adapter)]
+        scored = backend.continuation_logprobs(requests)
+        for k in range(len(batch)):
+            m, n = scored[2 * k], scored[2 * k + 1]
+            verdict = (math.fsum(m[:split[0]]) - math.fsum(n[:split[1]])) / math.log(10)
+            answer = (math.fsum(m) - math.fsum(n)) / math.log(10)
+            out.append(PairLLRs(verdict, answer, answer - verdict))
+    return out, split
 
 
 def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
                    adapter: str | None, batch_size: int = 64, progress: bool = True,
                    verdict_tokens: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    """Add llr_verdict / llr_answer / llr_explanation (log10) to verification records, in place.
-
-    Two scoring requests per record (verdict line + explanation under M and under N): the
-    verdict line's tokens are the first tokens of each continuation (the tokenizer splits at the
-    newline), so their log-probabilities give llr_verdict; the first record checks that against
-    scoring the verdict lines alone, unless `verdict_tokens` gives what an earlier call returned.
-    Returns the token counts of M and N (None while no record was a verification).
-    """
+    """Add llr_verdict / llr_answer / llr_explanation (`pair_llrs`) to the verification records,
+    in place. Returns the token counts of M and N (None while no record was a verification)."""
     todo = [(row, rec) for row, rec in zip(rows, records) if rec["task"] == "verification"]
-    if not todo:
-        return verdict_tokens
-    split = verdict_tokens or _verdict_token_counts(backend, todo[0][0], todo[0][1]["explanation"], adapter)
-    for batch in tqdm(_batches(todo, batch_size), desc="likelihood", unit="batch", disable=not progress):
-        requests = []
-        for row, rec in batch:
-            images, prompt = list(row["images"]), row["messages"][0]["content"][-1]["text"]
-            tail = _explanation_tail(rec["explanation"])
-            requests += [ScoreRequest(images, prompt, MATCH + tail, adapter),
-                         ScoreRequest(images, prompt, NON_MATCH + tail, adapter)]
-        scored = backend.continuation_logprobs(requests)
-        for k, (_, rec) in enumerate(batch):
-            m, n = scored[2 * k], scored[2 * k + 1]
-            rec["llr_verdict"] = (math.fsum(m[:split[0]]) - math.fsum(n[:split[1]])) / math.log(10)
-            rec["llr_answer"] = (math.fsum(m) - math.fsum(n)) / math.log(10)
-            rec["llr_explanation"] = rec["llr_answer"] - rec["llr_verdict"]
+    pairs = [(row["images"], row["messages"][0]["content"][-1]["text"], rec["explanation"]) for row, rec in todo]
+    llrs, split = pair_llrs(backend, pairs, adapter, batch_size, progress, verdict_tokens)
+    for (_, rec), llr in zip(todo, llrs):
+        rec["llr_verdict"], rec["llr_answer"], rec["llr_explanation"] = llr
     return split
 
 
@@ -131,9 +154,9 @@ def _explanation_tail(explanation: str) -> str:
     return "\n" + explanation if explanation else ""
 
 
-def _verdict_token_counts(backend: Backend, row: dict[str, Any], explanation: str, adapter: str | None
-                          ) -> tuple[int, int]:
-    images, prompt = list(row["images"]), row["messages"][0]["content"][-1]["text"]
+def _verdict_token_counts(backend: Backend, images: Sequence[Any], prompt: str, explanation: str,
+                          adapter: str | None) -> tuple[int, int]:
+    images = list(images)
     tail = _explanation_tail(explanation)
     alone_m, alone_n, full_m, full_n = backend.continuation_logprobs([
         ScoreRequest(images, prompt, MATCH, adapter, include_end=False),
@@ -309,10 +332,12 @@ def _plain(value: Any) -> Any:
 
 def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | None, log: RecordLog, *,
                   max_tokens: int, batch_size: int = 64, likelihood: bool = True,
-                  tags: dict[str, Any] | None = None, desc: str = "evaluate") -> list[dict[str, Any]]:
+                  tags: dict[str, Any] | None = None, desc: str = "evaluate",
+                  tasks: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every row's record, in row order. Rows already in `log` keep the record there; the others
-    are answered (generate), scored (score_row, and add_model_llrs when `likelihood`) and
-    appended to `log` a batch at a time. tags: fields each new record starts with (system, split)."""
+    are answered (generate), scored (score_row with `tasks`, and add_model_llrs when
+    `likelihood`) and appended to `log` a batch at a time. tags: fields each new record starts
+    with (system, split)."""
     if len({row["id"] for row in rows}) != len(rows):
         raise ValueError("row ids repeat: records are resumed by row id")
     todo = [row for row in rows if row["id"] not in log.done]
@@ -320,7 +345,7 @@ def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="row") as bar:
         for batch in _batches(todo, batch_size):
             texts = generate(backend, batch, adapter, max_tokens, batch_size, progress=False)
-            records = [{**(tags or {}), **score_row(row, text)} for row, text in zip(batch, texts)]
+            records = [{**(tags or {}), **score_row(row, text, tasks)} for row, text in zip(batch, texts)]
             if likelihood:
                 verdict_tokens = add_model_llrs(backend, batch, records, adapter, batch_size, progress=False,
                                                 verdict_tokens=verdict_tokens)
@@ -434,13 +459,16 @@ def _verification_metrics(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Pooled claim rates over explanations (hallucinated / verifiable claims, ...)."""
-    totals = {k: sum(r["claims"][k] for r in rs) for k in ("supported", "hallucinated", "unverifiable")}
-    verifiable = totals["supported"] + totals["hallucinated"]
-    return {"hallucinated_claim_rate": totals["hallucinated"] / verifiable if verifiable else float("nan"),
-            "supported_claim_rate": totals["supported"] / verifiable if verifiable else float("nan"),
-            "claims_per_explanation": sum(totals.values()) / len(rs) if rs else float("nan"),
-            "explanations_with_hallucination": float(np.mean([r["claims"]["hallucinated"] > 0 for r in rs]))}
+    """Pooled claim rates over the records' explanations (facellm.metrics' rates on their claim
+    counts); nan for no records."""
+    if not rs:
+        return dict.fromkeys(("hallucinated_claim_rate", "supported_claim_rate", "claims_per_explanation",
+                              "explanations_with_hallucination"), math.nan)
+    counts = [M.ClaimCounts(**r["claims"]) for r in rs]
+    return {"hallucinated_claim_rate": M.hallucinated_claim_rate(counts),
+            "supported_claim_rate": M.supported_claim_rate(counts),
+            "claims_per_explanation": M.claims_per_explanation(counts),
+            "explanations_with_hallucination": M.hallucinating_explanation_rate(counts)}
 
 
 def self_consistency(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -490,8 +518,44 @@ def _agreement(counts: dict[str, int]) -> M.ClaimAgreement:
 # ---------------------------------------------------------------- LR systems
 
 
+# One policy for non-finite LLRs, here and in facellm.metrics.lr: +-inf (a model certain to the
+# last bit) is a valid LLR and is clipped to +-LLR_CLIP wherever it is calibrated, fused, plotted
+# or applied (FaceAssistant); NaN is no LLR at all and raises ValueError, naming what holds it.
+
+
+def clip_llrs(x: Any, what: str = "LLRs") -> np.ndarray:
+    """`x` as floats with +-inf clipped to +-LLR_CLIP; ValueError on NaN (the module's NaN policy)."""
+    x = np.asarray(x, float)
+    if np.isnan(x).any():
+        raise ValueError(f"{what}: {int(np.isnan(x).sum())} NaN value(s); an LLR is finite or +-inf")
+    return np.clip(x, -LLR_CLIP, LLR_CLIP)
+
+
+@dataclass
+class LRSystem:
+    """One LR system on one (system, variant)'s verification pairs (`lr_report`): its test and
+    calibration-split LLRs and labels, the test LLRs after each calibrator (`calibrated`:
+    "pav" / "logistic"), and `metrics`, what the report shows and metrics.json holds."""
+
+    llrs: np.ndarray
+    labels: np.ndarray
+    cal_llrs: np.ndarray
+    cal_labels: np.ndarray
+    calibrated: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+    ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.metrics
+
+    @property
+    def logistic(self) -> tuple[float, float]:
+        """(slope, intercept) of the logistic calibrator in raw units: log10 LR = slope * llr + intercept."""
+        return self.metrics["logistic_slope"], self.metrics["logistic_intercept"]
+
+
 def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_labels: np.ndarray,
-              raw_is_llr: bool) -> dict[str, Any]:
+              raw_is_llr: bool, what: str = "LLRs") -> LRSystem:
     """Cllr family and discrimination of one LR system; calibrators fitted on the calibration split.
 
     The logistic calibrator sees standardised inputs (z-scores on the calibration split): its L2
@@ -499,23 +563,22 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
     like an FR similarity in [0.45, 0.8]. Its map is reported back in raw units
     (`logistic_slope`, `logistic_intercept`: log10 LR = slope * x + intercept).
     """
-    x, cal_x = _finite(llrs), _finite(cal_llrs)
+    x, cal_x = clip_llrs(llrs, f"{what} (test)"), clip_llrs(cal_llrs, f"{what} (calibration)")
+    labels, cal_labels = np.asarray(labels, int), np.asarray(cal_labels, int)
     out: dict[str, Any] = {"n": len(labels), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
-                           "cllr_min": M.cllr_min(llrs, labels), **tmr_at_fmrs(labels, x),
-                           "_llrs": np.asarray(llrs, float), "_labels": labels, "_calibrated": {},
-                           "_cal_llrs": np.asarray(cal_llrs, float), "_cal_labels": cal_labels}
+                           "cllr_min": M.cllr_min(x, labels), **tmr_at_fmrs(labels, x)}
     if raw_is_llr:
-        out["cllr_raw"] = M.cllr(llrs, labels)
+        out["cllr_raw"] = M.cllr(x, labels)
     pav = M.PavCalibrator(add_misleading=1).fit(cal_x, cal_labels)
     mean, std = float(np.mean(cal_x)), float(np.std(cal_x)) or 1.0
     logistic = M.LogisticCalibrator().fit((cal_x - mean) / std, cal_labels)
     slope, intercept = logistic.coef
     out["logistic_slope"], out["logistic_intercept"] = slope / std, intercept - slope * mean / std
-    for name, calibrated in (("pav", pav.transform(x)), ("logistic", logistic.transform((x - mean) / std))):
-        out[f"cllr_{name}"] = M.cllr(calibrated, labels)
+    calibrated = {"pav": pav.transform(x), "logistic": logistic.transform((x - mean) / std)}
+    for name, values in calibrated.items():
+        out[f"cllr_{name}"] = M.cllr(values, labels)
         out[f"cllr_cal_{name}"] = out[f"cllr_{name}"] - out["cllr_min"]
-        out["_calibrated"][name] = calibrated
-    return out
+    return LRSystem(x, labels, cal_x, cal_labels, calibrated, out)
 
 
 def tmr_at_fmrs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
@@ -527,36 +590,33 @@ def tmr_at_fmrs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
             "tmr_note": "; ".join(notes) or None}
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    """Clip to a huge finite range: a model can be certain enough to give +-inf log-odds."""
-    return np.clip(np.nan_to_num(np.asarray(x, float), nan=0.0), -300, 300)
-
-
 def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],
-               embedding_lr: Callable[[], Any] | None) -> dict[str, dict[str, Any]]:
+               embedding_lr: Callable[[], Any] | None) -> dict[str, LRSystem]:
     """Every LR system on one (system, variant)'s verification records: model likelihood
     (verdict / answer / explanation), embedding LR (Sony et al.), and the FR score."""
     labels = np.array([r["label"] for r in test], dtype=int)
     cal_labels = np.array([r["label"] for r in cal], dtype=int)
     if len(set(labels)) < 2 or len(set(cal_labels)) < 2:
         return {}
-    out = {}
+    out: dict[str, LRSystem] = {}
     for kind in LLR_KINDS:
         if kind in test[0]:
             out[kind.removeprefix("llr_")] = lr_report(np.array([r[kind] for r in test]), labels,
-                                                       np.array([r[kind] for r in cal]), cal_labels, raw_is_llr=True)
+                                                       np.array([r[kind] for r in cal]), cal_labels, raw_is_llr=True,
+                                                       what=kind)
     if embedding_lr is not None:
         model = embedding_lr()
         test_z, cal_z = (model.embed([r["explanation"] or "-" for r in rs]) for rs in (test, cal))
         model.fit(cal_z, cal_labels)
         out["embedding"] = lr_report(model.transform(test_z), labels, model.transform(cal_z), cal_labels,
-                                     raw_is_llr=True)
-        out["embedding"]["separability"] = _separability(test_z, labels)
+                                     raw_is_llr=True, what="embedding LLRs")
+        out["embedding"].metrics["separability"] = _separability(test_z, labels)
     if all(r["fr_score"] is not None for r in (*test, *cal)):
         out["fr_score"] = lr_report(np.array([r["fr_score"] for r in test]), labels,
-                                    np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False)
+                                    np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False,
+                                    what="FR scores")
     for rep in out.values():
-        rep["_ids"] = [r["id"] for r in test]
+        rep.ids = [r["id"] for r in test]
     return out
 
 
@@ -573,7 +633,7 @@ def _separability(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 # ---------------------------------------------------------------- evidence beyond the FR score
 
 
-def fusion_metrics(kinds: dict[str, dict[str, Any]], C: float = 1.0) -> dict[str, dict[str, Any]]:
+def fusion_metrics(kinds: dict[str, LRSystem], C: float = 1.0) -> dict[str, dict[str, Any]]:
     """Does an explanation LR add evidence to the FR score? For each LR system of one
     (system, variant) besides the FR score (`lr_systems`' output), a logistic fusion of the FR
     score with that system's LLRs (`LogisticFusion`), fitted on the calibration split, against
@@ -583,15 +643,14 @@ def fusion_metrics(kinds: dict[str, dict[str, Any]], C: float = 1.0) -> dict[str
     fr = kinds.get("fr_score")
     if fr is None:
         return {}
-    labels, cal_labels = fr["_labels"], fr["_cal_labels"]
-    fr_test, fr_cal = _finite(fr["_llrs"]), _finite(fr["_cal_llrs"])
+    labels, cal_labels, fr_test, fr_cal = fr.labels, fr.cal_labels, fr.llrs, fr.cal_llrs
     alone = M.LogisticFusion(C).fit(fr_cal, cal_labels).transform(fr_test)
     out = {}
     for kind, rep in kinds.items():
         if kind == "fr_score":
             continue
-        fusion = M.LogisticFusion(C).fit(np.c_[fr_cal, _finite(rep["_cal_llrs"])], cal_labels)
-        fused = fusion.transform(np.c_[fr_test, _finite(rep["_llrs"])])
+        fusion = M.LogisticFusion(C).fit(np.c_[fr_cal, rep.cal_llrs], cal_labels)
+        fused = fusion.transform(np.c_[fr_test, rep.llrs])
         drop, se = M.cllr_drop(alone, fused, labels)
         out[kind] = {"n": len(labels), "cllr_fr_score": M.cllr(alone, labels), "cllr_fusion": M.cllr(fused, labels),
                      "cllr_drop": drop, "cllr_drop_se": se, "auc_fusion": M.roc_auc(labels, fused),
@@ -606,7 +665,7 @@ DEMOGRAPHIC_KEYS = ("skin_tone", "age_group", "age", "gender", "race")
 _TASK_SCALARS = ("accuracy", "mean_accuracy", "uar", "mae")
 
 
-def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[str, Any]] | None = None
+def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[str, LRSystem]] | None = None
                         ) -> dict[str, dict[str, Any]]:
     """Metrics per demographic group, NIST FRVT Part 3 style, for each group key the test
     records carry in `groups` (`row_context`) with at least two groups:
@@ -615,7 +674,7 @@ def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[st
     and of the FR score at its threshold, Cllr of each logistic-calibrated LR system (`lr`:
     {variant: lr_systems(...)}) and the hallucinated-claim rate. Ratios leave out "mixed"."""
     calibrated = {(variant, kind, i): llr for variant, kinds in (lr or {}).items() for kind, rep in kinds.items()
-                  for i, llr in zip(rep["_ids"], rep["_calibrated"]["logistic"])}
+                  for i, llr in zip(rep.ids, rep.calibrated["logistic"])}
     out = {}
     for key in DEMOGRAPHIC_KEYS:
         by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)

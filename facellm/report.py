@@ -69,8 +69,10 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
 
 
 def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_json"):  # an LRSystem: its metrics
+        return _jsonable(obj.to_json())
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
+        return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if hasattr(obj, "tolist"):
@@ -197,11 +199,11 @@ def _lr_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
     for system in systems:
         for variant, kinds in metrics[system].get("lr", {}).items():
             for kind, rep in kinds.items():
-                rows.append([system, variant, kind, *[rep.get(c) for c in LR_COLUMNS]])
+                rows.append([system, variant, kind, *[rep.metrics.get(c) for c in LR_COLUMNS]])
     if not rows:
         return []
-    notes = sorted({rep["tmr_note"] for s in systems for kinds in metrics[s].get("lr", {}).values()
-                    for rep in kinds.values() if rep.get("tmr_note")})
+    notes = sorted({rep.metrics["tmr_note"] for s in systems for kinds in metrics[s].get("lr", {}).values()
+                    for rep in kinds.values() if rep.metrics.get("tmr_note")})
     return [("h2", "Likelihood-ratio metrics of verification explanations"),
             ("p", "log10 LRs; calibrators fitted on the calibration split, metrics on the test split. "
                   "cllr_raw: the system's own LLRs; cllr_min: after PAV on the test set itself (the floor); "
@@ -216,7 +218,7 @@ def _lr_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
 def _separability_table(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
     rows = [[system, variant, *[sep.get(c) for c in SEPARABILITY_COLUMNS]]
             for system in systems for variant, kinds in metrics[system].get("lr", {}).items()
-            if (sep := kinds.get("embedding", {}).get("separability"))]
+            if "embedding" in kinds and (sep := kinds["embedding"].metrics.get("separability"))]
     if not rows:
         return []
     return [("h2", "Separability of explanation embeddings"),
@@ -344,12 +346,12 @@ def _lr_plots(system: str, lr: dict[str, Any], plot_dir: Path, plots: Any) -> li
     for variant, kinds in lr.items():
         if not kinds:
             continue
-        labels = next(iter(kinds.values()))["_labels"]
+        labels = next(iter(kinds.values())).labels
         fig, axes = plots.new_figure(1, 3, size=(5, 4.2))
-        plots.plot_roc(axes[0], labels, {k: np.clip(r["_llrs"], -300, 300) for k, r in kinds.items()})
+        plots.plot_roc(axes[0], labels, {k: r.llrs for k, r in kinds.items()})
         axes[0].set_title(f"ROC, {system} / {variant}")
-        best = min(kinds, key=lambda k: kinds[k]["cllr_logistic"])
-        calibrated = kinds[best]["_calibrated"]["logistic"]
+        best = min(kinds, key=lambda k: kinds[k].metrics["cllr_logistic"])
+        calibrated = kinds[best].calibrated["logistic"]
         plots.plot_tippett(axes[1], calibrated, labels)
         axes[1].set_title(f"Tippett, {best} (logistic-calibrated)")
         plots.plot_ece(axes[2], ece_curve(calibrated, labels))

@@ -63,40 +63,47 @@ def _llr_records(rng: np.random.Generator, n: int) -> list[dict]:
              "fr_score": None} for i, y in enumerate(labels)]
 
 
-def test_load_calibrations_reads_what_eval_writes(tmp_path):
-    """The coefficients in metrics.json reproduce eval's own calibrated test LLRs."""
-    from facellm.assistant import load_calibrations
-    from facellm.evaluation import lr_systems
-    from facellm.report import write_report
+def test_calibrators_json_reproduces_what_eval_calibrated(tmp_path):
+    """The calibrators.json eval writes reproduces its own calibrated test LLRs, and names what
+    each was fitted on; a system's recorded adapter is the model name it goes by."""
+    from facellm import calibrators
+    from facellm.evaluation import fusion_metrics, lr_systems
 
     rng = np.random.default_rng(0)
     test, cal = _llr_records(rng, 40), _llr_records(rng, 60)
+    for r in (*test, *cal):
+        r["fr_score"] = float(rng.uniform(0.4, 0.8))
     systems = lr_systems(test, cal, None)
-    write_report(tmp_path, {"lora": {"tasks": {}, "lr": {"images_only": systems}}}, [], [])
-    calibrations = load_calibrations(tmp_path / "metrics.json")
-    assert set(calibrations) == {("lora", "images_only")}
-    calibration = calibrations["lora", "images_only"]
+    metrics = {"base": {"adapter": None, "lr": {"score": systems}, "fusion": {"score": fusion_metrics(systems)}},
+               "lora": {"adapter": "facellm-lora", "merged": True, "lr": {"images_only": systems}, "fusion": {}}}
+    path = calibrators.write(tmp_path / "calibrators.json", calibrators.artifact(metrics, "data/x", "validation"))
+    loaded = calibrators.load(path)
+    assert set(loaded.calibrations) == {("base", "score"), ("facellm-lora", "images_only")}
+    calibration = loaded.calibrations["facellm-lora", "images_only"]
     assert [calibration.apply(r["llr_answer"]) for r in test] == pytest.approx(
-        systems["answer"]["_calibrated"]["logistic"].tolist())
+        systems["answer"].calibrated["logistic"].tolist())
+    assert "validation" in calibration.source and str(path) in calibration.source
+    assert set(loaded.fusions) == {("base", "score")}
+    saved = json.loads(path.read_text())["systems"]["lora"]
+    assert saved["merged"] is True
+    assert saved["calibrations"]["images_only"]["answer"]["n"] == 60
+    assert saved["calibrations"]["images_only"]["answer"]["n_mated"] == sum(r["label"] for r in cal)
+    assert set(saved["calibrations"]["images_only"]) == {"answer", "fr_score"}
 
 
-def test_load_calibrations_maps_recorded_adapters_to_models(tmp_path):
-    from facellm.assistant import load_calibrations
+def test_a_report_or_a_file_without_calibrations_is_refused_with_what_to_give(tmp_path):
+    from facellm import calibrators
 
-    answer = {"answer": {"logistic_slope": 0.5, "logistic_intercept": 0.1}}
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"base": {"adapter": None, "lr": {"score": answer}},
-                                "lora": {"adapter": "facellm-lora", "lr": {"images_only": answer}}}))
-    assert set(load_calibrations(path)) == {("base", "score"), ("facellm-lora", "images_only")}
-
-
-def test_load_calibrations_without_coefficients_says_what_it_expects(tmp_path):
-    from facellm.assistant import load_calibrations
-
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"base": {"tasks": {}, "lr": {"images_only": {"answer": {"cllr_min": 0.5}}}}}))
-    with pytest.raises(ValueError, match="logistic_slope"):
-        load_calibrations(path)
+    report = tmp_path / "metrics.json"
+    report.write_text(json.dumps({"base": {"tasks": {}, "lr": {"images_only": {"answer": {"cllr_min": 0.5}}}}}))
+    with pytest.raises(ValueError, match="metrics.json is its report, the calibrators are .*calibrators.json"):
+        calibrators.load(report)
+    empty = calibrators.write(tmp_path / "calibrators.json", calibrators.artifact({}, "data/x", "validation"))
+    with pytest.raises(ValueError, match="no calibration of the answer LLR"):
+        calibrators.load(empty)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json: not JSON"):
+        calibrators.load(tmp_path / "bad.json")
 
 
 # ---------------------------------------------------------------- on the tiny model

@@ -57,6 +57,11 @@ def test_main_job_small(tmp_path):
         for rep in lr.values():  # a random tiny model on 6 pairs: only the ranges are known
             assert 0.0 <= rep["cllr_min"] <= 1.0 + 1e-9
             assert all(0.0 <= rep[k] < float("inf") for k in ("cllr_pav", "cllr_logistic"))
+    from facellm import calibrators  # what the demo loads: one calibration per system and variant
+
+    loaded = calibrators.load(report_dir / "calibrators.json")
+    assert {("base", "score"), ("facellm-lora", "score"), ("facellm-lora", "images_only")} <= set(loaded.calibrations)
+    assert {("base", "score"), ("facellm-lora", "score")} <= set(loaded.fusions)
     samples = [json.loads(line) for line in (report_dir / "samples.jsonl").read_text().splitlines()]
     verification = [s for s in samples if s["task"] == "verification"]
     assert verification and all("llr_answer" in s and "claims" in s for s in verification)

@@ -477,6 +477,19 @@ def _shard_rows(path: Path) -> int:
     return json.loads(path.with_suffix(".json").read_text())["rows"]
 
 
+def built_tasks(output_dir: str | Path) -> dict[str, Any]:
+    """The task objects a build made its rows with: each task of its build_report.json's
+    fingerprint (`task_args`) constructed with the arguments it had, so that evaluation parses
+    and scores with them. {} for a folder with no such record (an older build)."""
+    from facellm.registry import get_task
+
+    report = Path(output_dir) / "build_report.json"
+    if not report.is_file():
+        return {}
+    args = (json.loads(report.read_text()).get("fingerprint") or {}).get("task_args") or {}
+    return {name: get_task(name)(**kwargs) for name, kwargs in args.items()}
+
+
 def load_built(output_dir: str | Path):
     """The DatasetDict written by `build_dataset`."""
     from datasets import load_from_disk

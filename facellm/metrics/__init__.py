@@ -43,6 +43,7 @@ from facellm.metrics.embedding_lr import EmbeddingLR, SentenceEmbedder
 from facellm.metrics.faithfulness import (
     Claim,
     ClaimCheck,
+    ClaimCounts,
     claim_facts,
     claims_per_explanation,
     hallucinated_claim_rate,
@@ -65,7 +66,6 @@ from facellm.metrics.lr import (
     ece,
     ece_curve,
     ln_to_log10,
-    log10_to_ln,
     pav_llrs,
     tippett_data,
 )
@@ -85,12 +85,12 @@ from facellm.metrics.verification import (
 )
 
 __all__ = [
-    "Claim", "ClaimAgreement", "ClaimCheck", "SameValueDifference", "SelfCheck", "Tracking", "DetCurve", "Differential", "EceCurve", "EmbeddingLR", "EqualErrorRate",
+    "Claim", "ClaimAgreement", "ClaimCheck", "ClaimCounts", "SameValueDifference", "SelfCheck", "Tracking", "DetCurve", "Differential", "EceCurve", "EmbeddingLR", "EqualErrorRate",
     "LogisticCalibrator", "LogisticFusion", "MatchRates", "OperatingPoint", "PavCalibrator", "RocCurve",
     "SentenceEmbedder", "Separability", "TippettData",
     "accuracy", "claim_agreement", "claim_facts", "claim_labels", "claims_per_explanation", "cllr", "cllr_cal", "cllr_drop", "cllr_min", "confusion_matrix",
     "det_curve", "differences_section", "ece", "ece_curve", "eer", "eer_point", "fisher_ratio", "hallucinated_claim_rate",
-    "hallucinating_explanation_rate", "ln_to_log10", "log10_to_ln", "macro_f1", "mae", "match_rates",
+    "hallucinating_explanation_rate", "ln_to_log10", "macro_f1", "mae", "match_rates",
     "max_min_ratio", "mean_accuracy", "operating_point", "parse_claims", "parse_rate", "pav_llrs",
     "per_attribute_accuracy", "per_class_recall", "roc_auc", "roc_curve", "score_claims", "self_check", "self_contradicting_differences",
     "self_contradiction_rate", "separability",

@@ -374,6 +374,23 @@ class ClaimCheck:
     def n_claims(self) -> int:
         return len(self.supported) + len(self.hallucinated) + len(self.unverifiable)
 
+    def counts(self) -> ClaimCounts:
+        return ClaimCounts(len(self.supported), len(self.hallucinated), len(self.unverifiable))
+
+
+@dataclass(frozen=True)
+class ClaimCounts:
+    """How many claims of one explanation are supported, hallucinated, unverifiable: what an
+    evaluation record keeps of its ClaimCheck. The rate functions below take either."""
+
+    supported: int = 0
+    hallucinated: int = 0
+    unverifiable: int = 0
+
+    @property
+    def n_claims(self) -> int:
+        return self.supported + self.hallucinated + self.unverifiable
+
 
 def binary_truth(attributes: Mapping[str, object]) -> dict[str, bool]:
     """The binary attributes of a ground-truth dict; a categorical `hair_color` ("brown") also
@@ -414,36 +431,36 @@ def score_claims(claims: Sequence[Claim], truth_first: Mapping[str, object],
     return ClaimCheck(**{k: tuple(v) for k, v in groups.items()})
 
 
-def _total(checks: Sequence[ClaimCheck], name: str) -> int:
-    return sum(len(getattr(c, name)) for c in checks)
+def _total(checks: Sequence[ClaimCheck | ClaimCounts], name: str) -> int:
+    return sum(v if isinstance(v := getattr(c, name), int) else len(v) for c in checks)
 
 
-def hallucinated_claim_rate(checks: Sequence[ClaimCheck]) -> float:
+def hallucinated_claim_rate(checks: Sequence[ClaimCheck | ClaimCounts]) -> float:
     """Hallucinated / verifiable (supported + hallucinated) claims, pooled over explanations; nan if none."""
     verifiable = _total(checks, "supported") + _total(checks, "hallucinated")
     return _total(checks, "hallucinated") / verifiable if verifiable else math.nan
 
 
-def supported_claim_rate(checks: Sequence[ClaimCheck]) -> float:
+def supported_claim_rate(checks: Sequence[ClaimCheck | ClaimCounts]) -> float:
     """Supported / verifiable claims (= 1 - hallucinated_claim_rate); nan if none."""
     verifiable = _total(checks, "supported") + _total(checks, "hallucinated")
     return _total(checks, "supported") / verifiable if verifiable else math.nan
 
 
-def unverifiable_claim_rate(checks: Sequence[ClaimCheck]) -> float:
+def unverifiable_claim_rate(checks: Sequence[ClaimCheck | ClaimCounts]) -> float:
     """Unverifiable / all claims; nan if there are no claims."""
     total = sum(c.n_claims for c in checks)
     return _total(checks, "unverifiable") / total if total else math.nan
 
 
-def claims_per_explanation(checks: Sequence[ClaimCheck]) -> float:
+def claims_per_explanation(checks: Sequence[ClaimCheck | ClaimCounts]) -> float:
     """Mean number of claims per explanation."""
     if not checks:
         raise ValueError("no explanations")
     return sum(c.n_claims for c in checks) / len(checks)
 
 
-def hallucinating_explanation_rate(checks: Sequence[ClaimCheck]) -> float:
+def hallucinating_explanation_rate(checks: Sequence[ClaimCheck | ClaimCounts]) -> float:
     """Fraction of explanations with at least one hallucinated claim."""
     if not checks:
         raise ValueError("no explanations")

@@ -41,11 +41,6 @@ def ln_to_log10(ln_values: ArrayLike) -> np.ndarray | float:
     return _lir_ln_to_log10(np.asarray(ln_values, dtype=float))
 
 
-def log10_to_ln(log10_values: ArrayLike) -> np.ndarray | float:
-    """log10 values -> natural log."""
-    return np.asarray(log10_values, dtype=float) * _LN10
-
-
 def check_llrs_labels(llrs: ArrayLike, labels: ArrayLike, *, name: str = "llrs",
                       both_classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Validated copies: (float array, int array of 0/1). Raises ValueError on bad input."""

@@ -337,3 +337,22 @@ def test_shipped_config_builds_age_group_and_gender_rows(name, tmp_path):
         {(n, "age_group"): f"Age group: {group}" for n, (group, _) in labels.items()}
     assert {k: v for k, v in targets.items() if k[1] == "gender"} == \
         {(n, "gender"): f"Gender: {gender}" for n, (_, gender) in labels.items()}
+
+
+def test_evaluation_scores_with_the_task_arguments_the_build_recorded(tmp_path):
+    """Task arguments given at build time are stored with the dataset (build_report.json) and
+    are what evaluation's tasks are made with."""
+    from facellm.data.build import built_tasks
+    from facellm.evaluation import score_row
+    from tests.data import fixtures as fx
+
+    root = fx.write_celeba(tmp_path / "celeba")
+    out = tmp_path / "out"
+    assert run_recipe(ROOT / "instruct_data" / "configs" / "celeba.yaml", f"dataset_args.root={root}",
+                      f"output_dir={out}", "require_face=false", "align.enabled=false",
+                      "tasks.attributes.args={questions_per_sample: 3}", "tasks.verification.args={threshold: 0.61}") == 0
+    tasks = built_tasks(out)
+    assert tasks["attributes"].questions_per_sample == 3 and tasks["verification"].threshold == 0.61
+    row = next(r for split in load_built(out).values() for r in split if r["task"] == "attributes")
+    assert score_row(row, row["messages"][1]["content"][0]["text"], tasks)["correct"] is True
+    assert built_tasks(tmp_path / "nothing-built-here") == {}

@@ -5,7 +5,6 @@ against the model's own per-face answers and the examples' ground truth."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from facellm.assistant import (
     FaceAssistant,
     Fusion,
     claim_marks,
-    load_fusions,
 )
 
 EXPLANATION = """Match Verdict: Non-Match
@@ -45,14 +43,8 @@ def test_claims_are_marked_by_own_answers_truth_and_themselves():
     assert [m.mark for m in alone] == ["not checkable"] * 5 + ["contradicted"]
 
 
-def test_load_fusions_reads_what_eval_writes(tmp_path):
-    path = tmp_path / "metrics.json"
-    answer = {"weight_fr_score": 12.0, "weight_llr": 0.5, "intercept": -7.0, "cllr_drop": 0.1}
-    path.write_text(json.dumps({"lora": {"adapter": "facellm-lora", "fusion": {"score": {"answer": answer}}},
-                                "base": {"adapter": None, "fusion": {}}}))
-    fusions = load_fusions(path)
-    assert set(fusions) == {("facellm-lora", "score")}
-    fusion = fusions["facellm-lora", "score"]
+def test_a_fusion_applies_as_eval_fitted_it():
+    fusion = Fusion(12.0, 0.5, -7.0, "test")
     assert fusion.apply(0.75, 2.0) == pytest.approx(12.0 * 0.75 + 0.5 * 2.0 - 7.0)
     assert fusion.apply(0.75, float("inf")) == pytest.approx(12.0 * 0.75 + 0.5 * 300.0 - 7.0)  # clipped as in eval
 

@@ -23,7 +23,7 @@ def test_calibration_without_coefficients(tmp_path, capsys):
     path.write_text(json.dumps({"base": {"tasks": {}, "lr": {}}}))
     assert main(["demo", "--calibration", str(path)]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "logistic_slope" in err
+    assert str(path) in err and "calibrators.json" in err
 
 
 def test_a_server_that_is_down_is_named(tmp_path):

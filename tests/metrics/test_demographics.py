@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facellm.evaluation import MIXED, demographic_metrics, face_groups, group_metrics, row_context
+from facellm.evaluation import MIXED, LRSystem, demographic_metrics, face_groups, group_metrics, row_context
 from facellm.metrics.demographics import match_rates, max_min_ratio
 
 
@@ -67,7 +67,8 @@ def test_ratios_leave_out_mixed_pairs_and_counts():
 def test_cllr_per_group_from_the_calibrated_llrs():
     ids = [r["id"] for r in TABLE if r["task"] == "verification"]
     llrs = np.array([1.0, -0.5, 0.5, -2.0, 2.0, 1.5, -1.0, -0.2, 0.3])
-    lr = {"score": {"answer": {"_ids": ids, "_calibrated": {"logistic": llrs}}}}
+    nothing = np.zeros(0)
+    lr = {"score": {"answer": LRSystem(llrs, nothing, nothing, nothing, {"logistic": llrs}, {}, ids)}}
     table = demographic_metrics(TABLE, lr)["skin_tone"]["groups"]
     cost = lambda v, same: math.log2(1 + 10 ** (-v if same else v))
     dark = 0.5 * ((cost(1.0, 1) + cost(-0.5, 1)) / 2 + (cost(0.5, 0) + cost(-2.0, 0)) / 2)

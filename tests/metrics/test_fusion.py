@@ -63,7 +63,7 @@ def test_one_input_fusion_is_the_logistic_calibration_eval_reports():
     kinds = lr_systems(test, cal, None)
     fused = fusion_metrics(kinds)
     assert set(fused) == {"verdict", "answer", "explanation"}
-    assert fused["answer"]["cllr_fr_score"] == pytest.approx(kinds["fr_score"]["cllr_logistic"], rel=1e-6)
+    assert fused["answer"]["cllr_fr_score"] == pytest.approx(kinds["fr_score"].metrics["cllr_logistic"], rel=1e-6)
 
 
 def test_cllr_drop_and_its_standard_error_by_hand():

@@ -67,7 +67,7 @@ def scores(rng: np.random.Generator, n_mated: int, n_nonmated: int) -> tuple[np.
 def test_tmr_needs_one_over_fmr_nonmated_pairs():
     rng = np.random.default_rng(0)
     x, y = scores(rng, 300, 999)
-    rep = lr_report(x, y, *scores(rng, 200, 200), raw_is_llr=True)
+    rep = lr_report(x, y, *scores(rng, 200, 200), raw_is_llr=True).metrics
     assert rep["n_nonmated"] == 999
     assert math.isnan(rep["tmr_at_fmr_1e3"]) and math.isnan(rep["tmr_at_fmr_1e4"])
     assert "not estimable: FMR 0.001 needs >= 1000 impostor scores" in rep["tmr_note"]
@@ -77,7 +77,7 @@ def test_tmr_needs_one_over_fmr_nonmated_pairs():
 def test_tmr_at_fmr_1e3_counts_one_false_match():
     rng = np.random.default_rng(1)
     x, y = scores(rng, 300, 1000)
-    rep = lr_report(x, y, *scores(rng, 200, 200), raw_is_llr=True)
+    rep = lr_report(x, y, *scores(rng, 200, 200), raw_is_llr=True).metrics
     # by hand: one false match allowed, so every mated score above the second-largest non-mated one
     impostors = np.sort(x[y == 0])
     assert rep["tmr_at_fmr_1e3"] == pytest.approx(np.mean(x[y == 1] > impostors[-2]))
@@ -88,8 +88,20 @@ def test_tmr_at_fmr_1e3_counts_one_false_match():
 def test_tmr_with_enough_nonmated_pairs_has_no_note():
     rng = np.random.default_rng(2)
     x, y = scores(rng, 50, 10_000)
-    rep = lr_report(x, y, *scores(rng, 100, 100), raw_is_llr=True)
+    rep = lr_report(x, y, *scores(rng, 100, 100), raw_is_llr=True).metrics
     assert rep["tmr_note"] is None
     order = np.sort(x[y == 0])
     assert rep["tmr_at_fmr_1e4"] == pytest.approx(np.mean(x[y == 1] > order[-2]))   # 1 false match
     assert rep["tmr_at_fmr_1e3"] == pytest.approx(np.mean(x[y == 1] > order[-11]))  # 10 false matches
+
+
+def test_one_policy_for_non_finite_llrs():
+    """+-inf is an LLR (clipped to +-300 where calibrated); NaN is refused, naming the system."""
+    rng = np.random.default_rng(3)
+    x, y = scores(rng, 50, 50)
+    x[0], x[-1] = np.inf, -np.inf
+    rep = lr_report(x, y, *scores(rng, 50, 50), raw_is_llr=True, what="llr_answer")
+    assert rep.llrs[0] == 300.0 and rep.llrs[-1] == -300.0 and np.isfinite(rep.calibrated["logistic"]).all()
+    x[1] = np.nan
+    with pytest.raises(ValueError, match=r"llr_answer \(test\): 1 NaN"):
+        lr_report(x, y, *scores(rng, 50, 50), raw_is_llr=True, what="llr_answer")
