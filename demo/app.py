@@ -176,6 +176,7 @@ def describe(args: argparse.Namespace, assistant: FaceAssistant) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from facellm import calibrators
     from facellm.assistant import (
         FaceAssistant,
         drawn_faces_note,
@@ -185,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     from facellm.models.loading import resolve_cache_dir
 
     adapters = dict(a.split("=", 1) for a in args.adapter) or default_adapters(args.model)
-    from facellm import calibrators
-
     try:
         loaded = calibrators.load(args.calibration) if args.calibration else calibrators.Calibrators()
         calibration, fusion = loaded.calibrations, loaded.fusions

@@ -136,12 +136,12 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
     )
     from facellm.metrics import EmbeddingLR
 
-    records = {}
+    records, tasks = {}, built_tasks(cfg.dataset)
     for split, rows in (("test", test), ("calibration", cal)):
         records[split] = evaluate_rows(backend, rows, served, RecordLog(records_dir / f"{split}.jsonl"),
                                        max_tokens=cfg.max_tokens, batch_size=cfg.batch_size,
                                        likelihood=cfg.likelihood, tags={"system": system.name, "split": split},
-                                       desc=f"{system.name}/{split}", tasks=built_tasks(cfg.dataset))
+                                       desc=f"{system.name}/{split}", tasks=tasks)
     extra = None
     if cfg.self_consistency:
         answers, extra = ask_own_answers(backend, test, records["test"], served,

@@ -45,6 +45,7 @@ from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.calibrators import LLR_CLIP
 from facellm.data.build import row_conversation
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
+from facellm.metrics.lr import check_llrs_labels
 from facellm.registry import get_task
 from facellm.schema import EXPRESSIONS
 from facellm.tasks import attributes as attributes_task
@@ -520,15 +521,8 @@ def _agreement(counts: dict[str, int]) -> M.ClaimAgreement:
 
 # One policy for non-finite LLRs, here and in facellm.metrics.lr: +-inf (a model certain to the
 # last bit) is a valid LLR and is clipped to +-LLR_CLIP wherever it is calibrated, fused, plotted
-# or applied (FaceAssistant); NaN is no LLR at all and raises ValueError, naming what holds it.
-
-
-def clip_llrs(x: Any, what: str = "LLRs") -> np.ndarray:
-    """`x` as floats with +-inf clipped to +-LLR_CLIP; ValueError on NaN (the module's NaN policy)."""
-    x = np.asarray(x, float)
-    if np.isnan(x).any():
-        raise ValueError(f"{what}: {int(np.isnan(x).sum())} NaN value(s); an LLR is finite or +-inf")
-    return np.clip(x, -LLR_CLIP, LLR_CLIP)
+# or applied (FaceAssistant); NaN is no LLR at all and raises ValueError (check_llrs_labels),
+# naming what holds it.
 
 
 @dataclass
@@ -563,8 +557,9 @@ def lr_report(llrs: np.ndarray, labels: np.ndarray, cal_llrs: np.ndarray, cal_la
     like an FR similarity in [0.45, 0.8]. Its map is reported back in raw units
     (`logistic_slope`, `logistic_intercept`: log10 LR = slope * x + intercept).
     """
-    x, cal_x = clip_llrs(llrs, f"{what} (test)"), clip_llrs(cal_llrs, f"{what} (calibration)")
-    labels, cal_labels = np.asarray(labels, int), np.asarray(cal_labels, int)
+    x, labels = check_llrs_labels(llrs, labels, name=f"{what} (test)", both_classes=False)
+    cal_x, cal_labels = check_llrs_labels(cal_llrs, cal_labels, name=f"{what} (calibration)", both_classes=False)
+    x, cal_x = np.clip(x, -LLR_CLIP, LLR_CLIP), np.clip(cal_x, -LLR_CLIP, LLR_CLIP)
     out: dict[str, Any] = {"n": len(labels), "auc": M.roc_auc(labels, x), "eer": M.eer(labels, x),
                            "cllr_min": M.cllr_min(x, labels), **tmr_at_fmrs(labels, x)}
     if raw_is_llr:

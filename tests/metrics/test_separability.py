@@ -103,5 +103,5 @@ def test_one_policy_for_non_finite_llrs():
     rep = lr_report(x, y, *scores(rng, 50, 50), raw_is_llr=True, what="llr_answer")
     assert rep.llrs[0] == 300.0 and rep.llrs[-1] == -300.0 and np.isfinite(rep.calibrated["logistic"]).all()
     x[1] = np.nan
-    with pytest.raises(ValueError, match=r"llr_answer \(test\): 1 NaN"):
+    with pytest.raises(ValueError, match=r"llr_answer \(test\) contain 1 NaN"):
         lr_report(x, y, *scores(rng, 50, 50), raw_is_llr=True, what="llr_answer")
