@@ -81,15 +81,16 @@ def load(model: str, threads: int):
 
 def run_facellm(args: argparse.Namespace) -> dict[str, Any]:
     from facellm.training.logging import read_metrics
-    from facellm.training.sft import DEFAULT_LORA_TARGETS, train
+    from facellm.training.sft import DEFAULT_LORA_TARGETS, TrainConfig, train
 
     model, processor = load(args.model, args.threads)
     loaded_rss = rss_mb()
     with tempfile.TemporaryDirectory() as out:
-        train(model, processor, bench_rows(args.rows), output_dir=out, steps=args.steps, batch_size=args.batch_size,
-              lr=LR, lr_schedule="constant", max_grad_norm=1.0, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
-              lora_dropout=LORA["lora_dropout"], lora_target_modules=DEFAULT_LORA_TARGETS, threads=args.threads,
-              gradient_checkpointing=args.gradient_checkpointing, mixed_precision="no", progress=False)
+        train(model, processor, bench_rows(args.rows), TrainConfig(
+            output_dir=out, steps=args.steps, batch_size=args.batch_size, lr=LR, lr_schedule="constant",
+            max_grad_norm=1.0, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
+            lora_target_modules=DEFAULT_LORA_TARGETS, threads=args.threads, num_workers=args.num_workers,
+            gradient_checkpointing=args.gradient_checkpointing, mixed_precision="no", progress=False))
         records = [r for r in read_metrics(os.path.join(out, "metrics.jsonl")) if "loss" in r]
     return {"step_s": [r["s_per_step"] for r in records], "loss": [r["loss"] for r in records], "loaded_rss_mb": loaded_rss}
 

@@ -104,7 +104,7 @@ def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
     from facellm.models.loading import load_model
     from facellm.models.shipped import SHIPPED_BASE, install, stamp_matches, to_fp16
     from facellm.tasks.corpus import task_corpus
-    from facellm.training import train
+    from facellm.training import TrainConfig, train
 
     out = output_dir(cfg)
     corpus = task_corpus(seed=cfg.seed)
@@ -129,10 +129,11 @@ def build(cfg: BuildDefaultConfig, ship: bool = False) -> Path:
             _pretrain_vision(cfg, work / "init", start, rows, data.get("validation"))
         vision_report = json.loads((start / "vision_pretraining.json").read_text())
     model, processor = load_model(start)
-    train(model, processor, rows, output_dir=work / "pretrain", steps=cfg.steps, batch_size=cfg.batch_size,
-          lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed, trainable="full",
-          frozen=("model.visual",) if cfg.freeze_vision else (),
-          save_every=cfg.save_every, resume=True, threads=cfg.threads)
+    train(model, processor, rows, TrainConfig(
+        output_dir=work / "pretrain", steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
+        weight_decay=cfg.weight_decay, seed=cfg.seed, trainable="full",
+        frozen=("model.visual",) if cfg.freeze_vision else (), save_every=cfg.save_every, resume=True,
+        threads=cfg.threads))
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(work / "pretrain", final, ignore=shutil.ignore_patterns("checkpoints"))

@@ -47,6 +47,7 @@ class TrainArgs:
     eval_every: int | None = 500
     log_every: int = 10
     threads: int | None = None
+    num_workers: int = 1                   # DataLoader processes collating while the model trains
     max_length: int | None = None          # longer rows raise; never truncated
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # bf16 on GPUs that have it, fp32 on CPU
@@ -73,7 +74,7 @@ class SFTConfig:
 
 def validate(cfg: SFTConfig) -> None:
     """Cheap checks before torch is imported or anything loaded (the LoRA target is checked on
-    the loaded model). TrainArgs mirrors `facellm.training.train`'s arguments (a test binds them)."""
+    the loaded model). TrainArgs mirrors `facellm.training.TrainConfig` (a test binds them)."""
     from facellm import registry
 
     if cfg.model not in registry.models() and not Path(cfg.model).exists() and "/" not in cfg.model:
@@ -106,6 +107,7 @@ def _validate_train(t: TrainArgs) -> None:
     for name in ("epochs", "lr", "max_grad_norm"):
         positive(getattr(t, name), f"train.{name}")
     at_least(t.warmup, 0, "train.warmup")
+    at_least(t.num_workers, 0, "train.num_workers")
     at_least(t.weight_decay, 0, "train.weight_decay")
 
 
@@ -133,7 +135,7 @@ def run(cfg: SFTConfig, resume: bool) -> Path:
     from facellm.evaluation import quick_eval
     from facellm.models import get_model_spec, load_model
     from facellm.models.lora import check_targets, lora_config, lora_targets, merge_adapter
-    from facellm.training import train
+    from facellm.training import TrainConfig, train
 
     train_rows = load_rows(cfg.dataset, "train", cfg.tasks)
     eval_rows = load_rows(cfg.dataset, cfg.eval.split, cfg.tasks)
@@ -143,9 +145,10 @@ def run(cfg: SFTConfig, resume: bool) -> Path:
     targets = cfg.lora.target_modules or (lora_targets(spec, cfg.lora.vision) if spec else None)
     check_targets(model, lora_config(targets or _default_targets(), r=cfg.lora.r, alpha=cfg.lora.alpha,
                                      dropout=cfg.lora.dropout))
-    train(model, processor, train_rows, output_dir=cfg.output_dir, resume=resume,
-          eval_fn=lambda m, p, rows: quick_eval(m, p, rows, cfg.eval.max_tokens), eval_rows=eval_rows,
-          **{**asdict(cfg.train), **_lora_kwargs(cfg.lora), "lora_target_modules": targets})
+    config = TrainConfig(output_dir=cfg.output_dir, resume=resume,
+                         **{**asdict(cfg.train), **_lora_kwargs(cfg.lora), "lora_target_modules": targets})
+    train(model, processor, train_rows, config, eval_rows=eval_rows,
+          eval_fn=lambda m, p, rows: quick_eval(m, p, rows, cfg.eval.max_tokens))
     if cfg.merge:
         merge_adapter(_base_dir(cfg.model), cfg.output_dir, Path(cfg.output_dir) / "merged")
     return Path(cfg.output_dir)

@@ -97,18 +97,17 @@ def test_check_imports_nothing_heavy(command, config):
 
 def test_recipe_configs_mirror_what_they_configure():
     """What --check cannot see without importing torch: the train arguments and model sizes."""
-    import inspect
     import typing
     from dataclasses import fields
 
     from facellm.models.default import SIZES
-    from facellm.training import train
+    from facellm.training import TrainConfig
     from finetune.build_default import BuildDefaultConfig
     from finetune.lora_sft import LoraArgs, TrainArgs, _lora_kwargs
 
-    params = inspect.signature(train).parameters
-    assert {f.name for f in fields(TrainArgs)} | set(_lora_kwargs(LoraArgs())) <= set(params)
-    hints, train_hints = typing.get_type_hints(TrainArgs), typing.get_type_hints(train)
+    params = {f.name for f in fields(TrainConfig)}
+    assert {f.name for f in fields(TrainArgs)} | set(_lora_kwargs(LoraArgs())) <= params
+    hints, train_hints = typing.get_type_hints(TrainArgs), typing.get_type_hints(TrainConfig)
     for name, hint in hints.items():
         if typing.get_origin(hint) is typing.Literal:
             assert hint == train_hints[name], name

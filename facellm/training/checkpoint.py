@@ -1,100 +1,89 @@
 """Resumable training checkpoints and the final, servable export.
 
 Layout of a run's output_dir:
-    checkpoints/step-N/weights.safetensors   trainable parameters by name (LoRA, or the whole model)
-    checkpoints/step-N/state.pt              optimizer, scheduler, RNG states (one per rank), trainer state
-    checkpoints/step-N/trainer_state.json    the trainer state, readable (step, data position, log offset)
+    checkpoints/step-N/       accelerate's save_state: model.safetensors (the trainable parameters
+                              only: LoRA, or the whole model), optimizer.bin, custom_checkpoint_0.pkl
+                              (the scheduler), random_states_R.pkl (one per rank); under FSDP or
+                              DeepSpeed their sharded model and optimizer files instead
+    checkpoints/step-N/trainer_state.json   step, data layout, metrics-log offset (readable)
     adapter_config.json, adapter_model.safetensors   (LoRA) or config.json, model.safetensors (full)
     tokenizer*.json, processor_config.json, chat_template.jinja   the processor and template to serve with
 
-A checkpoint is written into checkpoints/.tmp-step-N, fsynced, then renamed to step-N, so a
-directory named step-N is always complete; a run killed mid-write leaves only a .tmp-* that the
-next save removes. Older checkpoints beyond `keep_last` are renamed to .trash-* before deletion
-for the same reason.
+A checkpoint is written by every process into checkpoints/.tmp-step-N, fsynced, then renamed
+to step-N by the main process, so a directory named step-N is always complete; a run killed
+mid-write leaves only a .tmp-* that the next save removes. Older checkpoints beyond
+`keep_last` are renamed to .trash-* before deletion for the same reason. The tmp folder must be
+on a file system every process sees (one machine, or a shared one).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from accelerate import Accelerator
+from safetensors.torch import load_file
 
 CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
-_FILES = ("weights.safetensors", "state.pt", "trainer_state.json")
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """This process's python, numpy and torch (and CUDA) RNG states, in a form torch.load
-    reads with weights_only=True."""
-    version, mt_state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(mt_state), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def save_trainable_only(accelerator: Accelerator) -> None:
+    """Make accelerator.save_state/load_state keep only the trainable parameters of unsharded
+    models (a LoRA checkpoint of a 7B model is then megabytes, not the frozen base again), and
+    load them strictly (load_weights). FSDP and DeepSpeed models save and load their own way."""
 
+    def keep_trainable(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], _dir: str) -> None:
+        for i, (model, state) in enumerate(zip(models, weights)):
+            names = {name for name, p in model.named_parameters() if p.requires_grad}
+            weights[i] = {name: t for name, t in state.items() if name in names}
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `capture_rng_state`."""
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def load_trainable(models: list[torch.nn.Module], input_dir: str) -> None:
+        for i, model in enumerate(models):
+            load_weights(model, load_file(Path(input_dir) / f"model{'' if i == 0 else f'_{i}'}.safetensors"))
+        models.clear()  # loaded: accelerate skips them
+
+    accelerator.register_save_state_pre_hook(keep_trainable)
+    accelerator.register_load_state_pre_hook(load_trainable)
 
 
 def save_checkpoint(
+    accelerator: Accelerator,
     output_dir: str | os.PathLike,
     step: int,
-    *,
-    weights: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
-    scheduler_state: dict[str, Any],
-    rng_states: list[dict[str, Any]],
     trainer_state: dict[str, Any],
     keep_last: int | None = 2,
 ) -> Path:
-    """Write checkpoints/step-`step` atomically and prune all but the newest `keep_last`.
-
-    weights: trainable parameters by name; rng_states: one per rank, indexed by rank;
-    trainer_state: JSON-able (step, data position, log offset, ...).
-    """
+    """Write checkpoints/step-`step` with accelerator.save_state atomically and prune all but the
+    newest `keep_last`. Every process calls it (save_state is a collective under sharding).
+    trainer_state: JSON-able (step, data layout, log offset, ...)."""
     root = Path(output_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    for leftover in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:  # from a run killed mid-write
-        shutil.rmtree(leftover)
-    tmp = root / f".tmp-step-{step}"
-    tmp.mkdir()
-    save_file({name: t.detach().cpu().contiguous() for name, t in weights.items()}, tmp / "weights.safetensors")
-    torch.save(
-        {"optimizer": optimizer_state, "scheduler": scheduler_state, "rng": rng_states, "trainer": trainer_state},
-        tmp / "state.pt",
-    )
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-    _fsync_dir(tmp)
-    if final.exists():
-        _remove(final)
-    os.replace(tmp, final)
-    _fsync_path(root)
-    if keep_last is not None:
-        for old in list_checkpoints(output_dir)[:-keep_last]:
-            _remove(old)
+    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:  # from a run killed mid-write
+            shutil.rmtree(leftover)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
+        _fsync_tree(tmp)
+        if final.exists():
+            _remove(final)
+        os.replace(tmp, final)
+        _fsync_path(root)
+        if keep_last is not None:
+            for old in list_checkpoints(output_dir)[:-keep_last]:
+                _remove(old)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -106,7 +95,7 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     found = []
     for path in root.iterdir():
         match = _STEP_DIR.fullmatch(path.name)
-        if match and all((path / name).is_file() for name in _FILES):
+        if match and (path / TRAINER_STATE).is_file():
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 
@@ -117,10 +106,9 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(weights by name, {"optimizer", "scheduler", "rng", "trainer"}) of a checkpoint."""
-    path = Path(path)
-    return load_file(path / "weights.safetensors"), torch.load(path / "state.pt", weights_only=True)
+def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's trainer state (what trainer_state.json holds)."""
+    return json.loads((Path(path) / TRAINER_STATE).read_text())
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -172,9 +160,12 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_tree(path: Path) -> None:
     for child in path.iterdir():
-        _fsync_path(child)
+        if child.is_dir():
+            _fsync_tree(child)
+        else:
+            _fsync_path(child)
     _fsync_path(path)
 
 

@@ -2,12 +2,15 @@
 
 One loop for LoRA (the usual recipe: adapters on the language model's linear layers, vision
 tower and projector frozen) and full fine-tuning (how the offline default's base is pre-trained
-on SynthFace). Runs single-process or under `accelerate launch` (DDP; see finetune/accelerate/).
+on SynthFace). Runs single-process or under `accelerate launch` (DDP, FSDP, DeepSpeed; see
+finetune/accelerate/).
 
 Data order is a seeded permutation per epoch, consumed as one stream: optimizer step s uses
 stream positions [s*G, (s+1)*G) with G = batch_size * grad_accum * processes, each process
-taking its own slice of every micro-batch. The position is therefore a pure function of the
-step, which is what makes `resume=True` reproduce an uninterrupted run exactly.
+taking its own slice of every micro-batch (RankBatchSampler, behind a DataLoader whose workers
+collate). The position is a pure function of the step, and checkpoints are accelerate's
+save_state (weights, optimizer, scheduler, every rank's RNG) inside an atomic rename, which is
+what makes `resume=True` reproduce an uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object, set_seed
+from accelerate.utils import DistributedType, set_seed
 from peft import PeftModel, get_peft_model
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -61,54 +65,14 @@ class TrainResult:
         return self.output_dir / "metrics.jsonl"
 
 
-def train(
-    model: torch.nn.Module,
-    processor: Any,
-    train_rows: Sequence[dict[str, Any]],
-    *,
-    output_dir: str | os.PathLike,
-    steps: int | None = None,
-    epochs: float | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    lr: float = 2e-4,
-    warmup: int = 0,
-    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine",
-    weight_decay: float = 0.0,
-    max_grad_norm: float | None = 1.0,
-    seed: int = 0,
-    trainable: Literal["lora", "full"] = "lora",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    lora_target_modules: str | list[str] | None = None,
-    trainable_extra: Sequence[str] = (),
-    frozen: Sequence[str] = (),
-    max_length: int | None = None,
-    gradient_checkpointing: bool = False,
-    save_every: int | None = None,
-    keep_last: int = 2,
-    eval_every: int | None = None,
-    eval_fn: EvalFn | None = None,
-    eval_rows: Any = None,
-    resume: bool = False,
-    threads: int | None = None,
-    log_every: int = 1,
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto",
-    progress: bool = True,
-) -> TrainResult:
-    """Fine-tune `model` on `train_rows` and export it to `output_dir`.
+@dataclass
+class TrainConfig:
+    """What train() does, saved beside the export as training_args.json.
 
-    LoRA layers are injected into `model` in place (peft), so give each run a freshly loaded
-    model. The loss of a step is the mean over its micro-batches (and processes) of each
-    micro-batch's mean over its labelled tokens.
-
-    model, processor: a transformers vision-language model (or a PeftModel loaded with
-        is_trainable=True, to continue training an adapter) and its processor.
-    train_rows: instruction rows (docs/design.md): a datasets.Dataset or a list of dicts.
     output_dir: receives the export (see checkpoint.export_model), checkpoints/, metrics.jsonl
-        and loss.png. Only the main process writes.
-    steps, epochs: training length in optimizer steps, or in passes over train_rows (exactly one).
+        and loss.png. Only the main process writes there, except each rank's RNG state inside
+        a checkpoint being written.
+    steps, epochs: training length in optimizer steps, or in passes over the rows (exactly one).
     batch_size: rows per micro-batch per process. grad_accum: micro-batches per optimizer step.
     lr, warmup, lr_schedule: peak learning rate, linear warm-up steps, decay after warm-up (to 0).
     weight_decay: AdamW decay on matrices (biases and norm weights are never decayed).
@@ -125,72 +89,160 @@ def train(
         the vision tower and merger, after facellm.training.vision_pretrain).
     max_length: longest allowed row in tokens; longer rows raise (never truncated).
     gradient_checkpointing: recompute activations in backward to save memory.
+    num_workers: DataLoader worker processes that decode images and run the processor while the
+        model trains (0 = on the training thread).
     save_every, keep_last: checkpoint every N optimizer steps (and at the end), keep the newest K.
-    eval_every, eval_fn, eval_rows: every N steps and at the end, the main process logs
-        eval_fn(model, processor, eval_rows) (a dict of numbers) with the model in eval mode.
+    eval_every: every N steps and at the end, the main process logs eval_fn(model, processor,
+        eval_rows) (a dict of numbers) with the model in eval mode.
     resume: continue from the newest complete checkpoint in output_dir (a fresh start if none).
     threads: torch CPU threads (default FACELLM_THREADS, else torch's default).
     log_every: write a metrics record every N steps (loss and timings averaged over them).
     mixed_precision: "auto" = bf16 on a CUDA GPU that supports it, "no" on CPU.
     progress: show a tqdm bar (main process only).
     """
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps and epochs")
-    output_dir = Path(output_dir)
-    _set_threads(threads)
-    accelerator = _accelerator(grad_accum, mixed_precision)
-    _check_sharding(accelerator, save_every, resume)
+
+    output_dir: str | os.PathLike
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup: int = 0
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    trainable: Literal["lora", "full"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] | None = None
+    trainable_extra: Sequence[str] = ()
+    frozen: Sequence[str] = ()
+    max_length: int | None = None
+    gradient_checkpointing: bool = False
+    num_workers: int = 1
+    save_every: int | None = None
+    keep_last: int = 2
+    eval_every: int | None = None
+    resume: bool = False
+    threads: int | None = None
+    log_every: int = 1
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+def train(
+    model: torch.nn.Module,
+    processor: Any,
+    train_rows: Sequence[dict[str, Any]],
+    config: TrainConfig,
+    *,
+    eval_fn: EvalFn | None = None,
+    eval_rows: Any = None,
+) -> TrainResult:
+    """Fine-tune `model` on `train_rows` as `config` says and export it to config.output_dir.
+
+    LoRA layers are injected into `model` in place (peft), so give each run a freshly loaded
+    model. The loss of a step is the mean over its micro-batches (and processes) of each
+    micro-batch's mean over its labelled tokens.
+
+    model, processor: a transformers vision-language model (or a PeftModel loaded with
+        is_trainable=True, to continue training an adapter) and its processor.
+    train_rows: instruction rows (docs/design.md): a datasets.Dataset or a list of dicts.
+    eval_fn, eval_rows: the periodic evaluation (see TrainConfig.eval_every).
+    """
+    c = config
+    output_dir = Path(c.output_dir)
+    _set_threads(c.threads)
+    accelerator = _accelerator(c.grad_accum, c.mixed_precision)
     world = accelerator.num_processes
-    total_steps = steps if steps is not None else math.ceil(epochs * len(train_rows) / (batch_size * grad_accum * world))
-    checkpoint_dir = ckpt.latest_checkpoint(output_dir) if resume else None
-    if not resume and ckpt.list_checkpoints(output_dir):
+    total_steps = c.steps if c.steps is not None else math.ceil(c.epochs * len(train_rows) / (c.batch_size * c.grad_accum * world))
+    checkpoint_dir = ckpt.latest_checkpoint(output_dir) if c.resume else None
+    if not c.resume and ckpt.list_checkpoints(output_dir):
         raise FileExistsError(
             f"{output_dir} has checkpoints of an earlier run: pass resume=True to continue it, or use another output_dir"
         )
+    layout = {"batch_size": c.batch_size, "grad_accum": c.grad_accum, "processes": world, "seed": c.seed,
+              "rows": len(train_rows)}
+    saved = ckpt.read_trainer_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if saved is not None:
+        changed = {k: (saved.get(k), v) for k, v in layout.items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(f"cannot resume {checkpoint_dir}: the data order depends on settings that changed "
+                             f"(saved, now): {changed}")
 
-    set_seed(seed)
+    set_seed(c.seed)
     model = _make_trainable(
-        model, trainable, lora_r, lora_alpha, lora_dropout, lora_target_modules, trainable_extra, gradient_checkpointing,
-        frozen,
+        model, c.trainable, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules, c.trainable_extra,
+        c.gradient_checkpointing, c.frozen,
     )
-    optimizer = _adamw(model, lr, weight_decay)
-    scheduler = get_scheduler(lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    layout = {"batch_size": batch_size, "grad_accum": grad_accum, "processes": world, "seed": seed, "rows": len(train_rows)}
-    start_step, log_offset, window = 0, None, _Window()
-    if checkpoint_dir is not None:
-        start_step, log_offset, window = _resume(checkpoint_dir, model, optimizer, scheduler, layout, accelerator)
+    optimizer = _adamw(model, c.lr, c.weight_decay)
+    # The scheduler is not prepared: accelerate's wrapper steps it once per process per step
+    # (split_batches=False), and total_steps counts optimizer steps. It is checkpointed as an object.
+    scheduler = get_scheduler(c.lr_schedule, optimizer, num_warmup_steps=c.warmup, num_training_steps=total_steps)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no dataloader is prepared to infer it from
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = c.batch_size
     model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    ckpt.save_trainable_only(accelerator)
+    start_step, log_offset, window = 0, None, _Window()
+    if saved is not None:
+        accelerator.load_state(str(checkpoint_dir))  # weights, optimizer, scheduler, every rank's RNG
+        start_step, log_offset, window = saved["step"], saved["log_offset"], _Window(**saved["window"])
+        log.info("resuming from %s (step %d)", checkpoint_dir, start_step)
 
-    collator = VisionChatCollator(processor, max_length=max_length)
-    order = DataOrder(len(train_rows), seed)
+    loader = _data_loader(accelerator, processor, train_rows, c, total_steps)
+    if start_step:
+        loader = accelerator.skip_first_batches(loader, start_step * c.grad_accum)
+    batches = iter(loader)
     metrics = MetricsLog(output_dir / "metrics.jsonl", resume_offset=log_offset) if accelerator.is_main_process else None
-    bar = tqdm(total=total_steps, initial=start_step, desc="sft", disable=not (progress and accelerator.is_main_process))
-    step_samples = batch_size * grad_accum * world
+    bar = tqdm(total=total_steps, initial=start_step, desc="sft", disable=not (c.progress and accelerator.is_main_process))
+    step_samples = c.batch_size * c.grad_accum * world
     last_loss = None
     model.train()
     for step in range(start_step + 1, total_steps + 1):
         tick = time.perf_counter()
-        loss, grad_norm = _optimizer_step(
-            accelerator, model, optimizer, collator, train_rows, order, step, batch_size, grad_accum, max_grad_norm
-        )
+        loss, grad_norm = _optimizer_step(accelerator, model, optimizer, batches, c.grad_accum, c.max_grad_norm)
         scheduler.step()
         window.add(loss, grad_norm, time.perf_counter() - tick)
         bar.update(1)
-        if step % log_every == 0 or step == total_steps:
+        if step % c.log_every == 0 or step == total_steps:
             record = window.record(step, step * step_samples / len(train_rows), scheduler.get_last_lr()[0], step_samples)
             last_loss = record["loss"]
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}")
             if metrics:
                 metrics.write(record)
-        if eval_fn is not None and eval_every and (step % eval_every == 0 or step == total_steps):
+        if eval_fn is not None and c.eval_every and (step % c.eval_every == 0 or step == total_steps):
             _evaluate(accelerator, model, processor, eval_fn, eval_rows, step, metrics)
-        if save_every and (step % save_every == 0 or step == total_steps):
-            _save(accelerator, model, optimizer, scheduler, output_dir, step, layout, metrics, window, keep_last)
+        if c.save_every and (step % c.save_every == 0 or step == total_steps):
+            trainer_state = {"step": step, "samples_seen": step * step_samples,
+                             "log_offset": metrics.offset if metrics else None, "window": vars(window).copy(), **layout}
+            ckpt.save_checkpoint(accelerator, output_dir, step, trainer_state, keep_last=c.keep_last)
     bar.close()
-    _finish(accelerator, model, processor, output_dir, metrics, _train_args(locals()))
+    del batches  # stops the loader's workers
+    _finish(accelerator, model, processor, output_dir, metrics, asdict(c))
     return TrainResult(accelerator.unwrap_model(model), total_steps, last_loss, output_dir)
+
+
+def _data_loader(accelerator: Accelerator, processor: Any, rows: Sequence[dict[str, Any]], c: TrainConfig,
+                 total_steps: int) -> DataLoader:
+    """This process's micro-batches, collated in `c.num_workers` worker processes. The loader has
+    its own torch generator so that starting it (also after a resume) draws nothing from the
+    global RNG that dropout uses."""
+    sampler = RankBatchSampler(DataOrder(len(rows), c.seed), c.batch_size, accelerator.process_index,
+                               accelerator.num_processes, total_steps * c.grad_accum)
+    return DataLoader(
+        rows, batch_sampler=sampler, collate_fn=VisionChatCollator(processor, max_length=c.max_length),
+        num_workers=c.num_workers, persistent_workers=False, pin_memory=accelerator.device.type == "cuda",
+        generator=torch.Generator().manual_seed(c.seed),
+    )
 
 
 class DataOrder:
@@ -212,26 +264,37 @@ class DataOrder:
         return [int(self.epoch_permutation(p // self.n_rows)[p % self.n_rows]) for p in range(start, start + count)]
 
 
+class RankBatchSampler:
+    """This process's micro-batches of row indices: global micro-batch m covers stream positions
+    [m*B*W, (m+1)*B*W) of `order` (B = batch_size, W = processes) and rank r takes its slice
+    [r*B, (r+1)*B). A batch sampler for torch's DataLoader, so resuming is
+    accelerate.skip_first_batches over micro-batches already trained on."""
+
+    def __init__(self, order: DataOrder, batch_size: int, rank: int, world: int, micro_batches: int) -> None:
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+        self.micro_batches = micro_batches
+
+    def __len__(self) -> int:
+        return self.micro_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for m in range(self.micro_batches):
+            yield self.order.take((m * self.world + self.rank) * self.batch_size, self.batch_size)
+
+
 def _optimizer_step(
     accelerator: Accelerator,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    collator: VisionChatCollator,
-    rows: Sequence[dict[str, Any]],
-    order: DataOrder,
-    step: int,
-    batch_size: int,
+    batches: Iterator[dict[str, torch.Tensor]],
     grad_accum: int,
     max_grad_norm: float | None,
 ) -> tuple[float, float]:
     """One optimizer step over grad_accum micro-batches; (loss averaged over micro-batches and
     processes, global gradient norm before clipping)."""
-    world, rank = accelerator.num_processes, accelerator.process_index
     losses, grad_norm = [], 0.0
-    for micro in range(grad_accum):
-        first = ((step - 1) * grad_accum + micro) * batch_size * world + rank * batch_size
-        batch = collator([rows[i] for i in order.take(first, batch_size)])
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+    for _ in range(grad_accum):
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
             loss = model(**batch, use_cache=False).loss
             accelerator.backward(loss)  # divides by grad_accum
@@ -346,79 +409,8 @@ def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.opti
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def _check_sharding(accelerator: Accelerator, save_every: int | None, resume: bool) -> None:
-    if _sharded(accelerator) and (save_every or resume):
-        raise NotImplementedError(
-            "resumable checkpoints are implemented for single-process and DDP runs; under FSDP/DeepSpeed "
-            "set save_every=None and resume=False (the final export still works)"
-        )
-
-
 def _sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
-def _trainable_state(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    names = {name for name, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
-    state = accelerator.get_state_dict(model)  # a collective under sharding: every process calls it
-    return {name: tensor for name, tensor in state.items() if name in names}
-
-
-def _save(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    output_dir: Path,
-    step: int,
-    layout: dict[str, Any],
-    metrics: MetricsLog | None,
-    window: _Window,
-    keep_last: int,
-) -> None:
-    weights = _trainable_state(accelerator, model)
-    rng_states = gather_object([ckpt.capture_rng_state()]) if accelerator.num_processes > 1 else [ckpt.capture_rng_state()]
-    if accelerator.is_main_process:
-        trainer_state = {
-            "step": step,
-            "samples_seen": step * layout["batch_size"] * layout["grad_accum"] * layout["processes"],
-            "log_offset": metrics.offset,
-            "window": vars(window).copy(),
-            **layout,
-        }
-        ckpt.save_checkpoint(
-            output_dir,
-            step,
-            weights=weights,
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict(),
-            rng_states=rng_states,
-            trainer_state=trainer_state,
-            keep_last=keep_last,
-        )
-    accelerator.wait_for_everyone()
-
-
-def _resume(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    layout: dict[str, Any],
-    accelerator: Accelerator,
-) -> tuple[int, int, _Window]:
-    """Load a checkpoint into the unprepared model/optimizer/scheduler; (step, log offset, window)."""
-    weights, state = ckpt.load_checkpoint(path)
-    trainer = state["trainer"]
-    changed = {k: (trainer[k], v) for k, v in layout.items() if trainer.get(k) != v}
-    if changed:
-        raise ValueError(f"cannot resume {path}: the data order depends on settings that changed (saved, now): {changed}")
-    ckpt.load_weights(model, weights)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    ckpt.restore_rng_state(state["rng"][accelerator.process_index])
-    log.info("resuming from %s (step %d)", path, trainer["step"])
-    return trainer["step"], trainer["log_offset"], _Window(**trainer["window"])
 
 
 def _evaluate(
@@ -457,10 +449,3 @@ def _finish(
         (output_dir / "training_args.json").write_text(json.dumps(train_args, indent=2, default=str))
         save_loss_curve(read_metrics(metrics.path), output_dir / "loss.png")
     accelerator.wait_for_everyone()
-
-
-def _train_args(scope: dict[str, Any]) -> dict[str, Any]:
-    """train()'s plain arguments, saved beside the export for provenance."""
-    skip = {"model", "processor", "train_rows", "eval_fn", "eval_rows"}
-    names = train.__code__.co_varnames[: train.__code__.co_argcount + train.__code__.co_kwonlyargcount]
-    return {name: scope[name] for name in names if name not in skip}

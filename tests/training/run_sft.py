@@ -4,7 +4,8 @@
     accelerate launch --config_file finetune/accelerate/cpu_ddp.yaml tests/training/run_sft.py --out DIR --report
 
 --block-at N: at step N the eval callback writes DIR.blocked and sleeps, so the test can kill
-the run at a known point. --report: every rank writes DIR.report-RANK.json with its trainable
+the run at a known point. --crash-at N: at step N the main process dies (os._exit), as a
+machine failure would take one rank of a DDP run down. --report: every rank writes DIR.report-RANK.json with its trainable
 weights' hash and the files it wrote under DIR (seen through an audit hook).
 """
 
@@ -51,13 +52,15 @@ def watch_writes(out: Path) -> list[str]:
     return seen
 
 
-def eval_fn(block_at: int | None, out: Path):
+def eval_fn(block_at: int | None, out: Path, crash_at: int | None = None):
     """With eval_every=1 the k-th call is at step k (of a run that did not resume)."""
     calls = 0
 
     def evaluate(model, processor, eval_rows) -> dict:
         nonlocal calls
         calls += 1
+        if calls == crash_at:
+            os._exit(3)
         if calls == block_at:
             Path(f"{out}.blocked").write_text("blocked")
             time.sleep(600)
@@ -66,18 +69,18 @@ def eval_fn(block_at: int | None, out: Path):
     return evaluate
 
 
-def run(out: Path, steps: int, resume: bool = False, block_at: int | None = None):
+def run(out: Path, steps: int, resume: bool = False, block_at: int | None = None, crash_at: int | None = None):
     """train() on the tiny model with SETTINGS; the TrainResult."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from facellm.training.sft import train
+    from facellm.training.sft import TrainConfig, train
 
     torch.set_num_threads(1)
     model_dir = os.environ["FACELLM_TEST_MODEL"]  # set by tests/training/conftest.py
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    return train(model, processor, rows(N_ROWS), output_dir=out, steps=steps, resume=resume, eval_every=1,
-                 eval_fn=eval_fn(block_at, out), eval_rows=rows(2), progress=False, **SETTINGS)
+    config = TrainConfig(output_dir=out, steps=steps, resume=resume, eval_every=1, progress=False, **SETTINGS)
+    return train(model, processor, rows(N_ROWS), config, eval_fn=eval_fn(block_at, out, crash_at), eval_rows=rows(2))
 
 
 def main() -> None:
@@ -86,10 +89,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--block-at", type=int)
+    parser.add_argument("--crash-at", type=int)
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     writes = watch_writes(args.out) if args.report else []
-    result = run(args.out, args.steps, args.resume, args.block_at)
+    result = run(args.out, args.steps, args.resume, args.block_at, args.crash_at)
     if args.report:
         digest = hashlib.sha256()
         for name, p in sorted(result.model.named_parameters()):

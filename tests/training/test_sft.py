@@ -14,7 +14,7 @@ from tiny_rows import rows
 import run_sft
 from facellm.training.collator import VisionChatCollator
 from facellm.training.logging import read_metrics
-from facellm.training.sft import DataOrder, train
+from facellm.training.sft import DataOrder, RankBatchSampler, TrainConfig, train
 
 RUN_SFT = Path(run_sft.__file__)
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def quick_train(model, processor, out, **kwargs):
     settings = dict(steps=3, batch_size=2, lr=1e-3, seed=0, threads=1, progress=False)
-    return train(model, processor, rows(4), output_dir=out, **(settings | kwargs))
+    return train(model, processor, rows(4), TrainConfig(output_dir=out, **(settings | kwargs)))
 
 
 def logits(model, processor):
@@ -87,8 +87,8 @@ def test_gradient_checkpointing_gives_the_same_loss(processor, tiny_model_dir, t
 
 
 def test_epochs_set_the_number_of_steps(tiny_model, processor, tmp_path):
-    result = train(tiny_model, processor, rows(5), output_dir=tmp_path, epochs=1.5, batch_size=2, threads=1,
-                   progress=False)
+    result = train(tiny_model, processor, rows(5),
+                   TrainConfig(output_dir=tmp_path, epochs=1.5, batch_size=2, threads=1, progress=False))
     assert result.step == 4  # ceil(1.5 * 5 / 2)
     assert read_metrics(tmp_path / "metrics.jsonl")[-1]["epoch"] == 1.6
 
@@ -101,6 +101,29 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     assert stream[:5] != stream[5:10]
     assert DataOrder(5, seed=7).take(3, 9) == stream[3:12]
     assert DataOrder(5, seed=8).take(0, 15) != stream
+
+
+def test_each_rank_takes_its_slice_and_resume_skips_whole_micro_batches():
+    from accelerate.data_loader import skip_first_batches
+    from torch.utils.data import DataLoader
+
+    stream = DataOrder(5, seed=7).take(0, 24)
+    ranks = [list(RankBatchSampler(DataOrder(5, seed=7), 3, rank, 2, micro_batches=4)) for rank in (0, 1)]
+    assert [i for m in range(4) for rank in (0, 1) for i in ranks[rank][m]] == stream
+    loader = DataLoader(list(range(5)), batch_sampler=RankBatchSampler(DataOrder(5, seed=7), 3, 1, 2, 4),
+                        collate_fn=list)
+    assert list(skip_first_batches(loader, 3)) == ranks[1][3:]
+
+
+def test_worker_processes_collate_the_same_batches(processor, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    def losses(workers):
+        model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        quick_train(model, processor, tmp_path / str(workers), num_workers=workers, lora_dropout=0.0)
+        return [r["loss"] for r in read_metrics(tmp_path / str(workers) / "metrics.jsonl")]
+
+    assert losses(2) == pytest.approx(losses(0), abs=1e-6)
 
 
 def test_refuses_to_mix_runs(processor, tiny_model_dir, tmp_path):
