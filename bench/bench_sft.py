@@ -141,12 +141,14 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 def worker(args: argparse.Namespace) -> None:
     result = (run_facellm if args.worker == "facellm" else run_trl)(args)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def measure(impl: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--rows", str(args.rows), "--threads", str(args.threads)]
+               "--batch-size", str(args.batch_size), "--rows", str(args.rows), "--threads", str(args.threads),
+               "--num-workers", str(args.num_workers)]
     if args.gradient_checkpointing:
         command.append("--gradient-checkpointing")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rows", type=int, default=64, help="distinct rows cycled through")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FACELLM_THREADS", "1")))
+    parser.add_argument("--num-workers", type=int, default=1, help="facellm's DataLoader workers (TRL: 0, its default)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the timing")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="for both implementations")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)

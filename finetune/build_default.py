@@ -153,10 +153,10 @@ def _pretrain_vision(cfg: BuildDefaultConfig, init: Path, out: Path, rows, val_r
     import torch
 
     from facellm.models.loading import load_model
-    from facellm.training.sft import _set_threads
+    from facellm.training.sft import set_threads
     from facellm.training.vision_pretrain import pretrain_vision
 
-    _set_threads(cfg.threads)
+    set_threads(cfg.threads)
     model, processor = load_model(init)
     report = pretrain_vision(model, processor, rows, steps=cfg.vision_steps, batch_size=cfg.vision_batch_size,
                              lr=cfg.vision_lr, seed=cfg.seed, eval_rows=val_rows, log_every=250)

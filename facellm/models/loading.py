@@ -95,7 +95,7 @@ def model_family(path: Path) -> Family:
 
 def load_processor(path: Path, spec: ModelSpec | None = None) -> ProcessorMixin:
     """The multimodal processor of `path`, with `spec`'s image limits if given."""
-    kwargs = spec.processor_kwargs() if spec else {}
+    kwargs = spec.hf_processor_kwargs() if spec else {}
     processor = AutoProcessor.from_pretrained(path, **kwargs)
     if not isinstance(processor, ProcessorMixin):
         # AutoProcessor falls back to the bare tokenizer when it cannot build the processor

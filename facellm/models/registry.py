@@ -99,6 +99,15 @@ class ModelSpec:
             return {"size": {"longest_edge": self.longest_edge}}
         return {}  # LLaVA's CLIP processor always resizes and crops to image_size
 
+    def hf_processor_kwargs(self) -> dict[str, Any]:
+        """processor_kwargs() as transformers 5 takes them: Qwen-VL's pixel bounds as
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels} (min_pixels/max_pixels
+        are deprecated there and go in v5.23); vLLM keeps the processor_kwargs() form."""
+        kwargs = self.processor_kwargs()
+        if self.family in ("qwen2_vl", "qwen2_5_vl"):
+            return {"size": {"shortest_edge": kwargs["min_pixels"], "longest_edge": kwargs["max_pixels"]}}
+        return kwargs
+
     def is_local(self) -> bool:
         return self.hub_id.startswith(("{cache}", "/", "./", "~"))
 

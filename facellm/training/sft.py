@@ -20,13 +20,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from peft import PeftModel, get_peft_model
@@ -160,7 +161,7 @@ def train(
     """
     c = config
     output_dir = Path(c.output_dir)
-    _set_threads(c.threads)
+    set_threads(c.threads)
     accelerator = _accelerator(c.grad_accum, c.mixed_precision)
     world = accelerator.num_processes
     total_steps = c.steps if c.steps is not None else math.ceil(c.epochs * len(train_rows) / (c.batch_size * c.grad_accum * world))
@@ -183,7 +184,7 @@ def train(
         model, c.trainable, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules, c.trainable_extra,
         c.gradient_checkpointing, c.frozen,
     )
-    optimizer = _adamw(model, c.lr, c.weight_decay)
+    optimizer = adamw((p for p in model.parameters() if p.requires_grad), c.lr, c.weight_decay)
     # The scheduler is not prepared: accelerate's wrapper steps it once per process per step
     # (split_batches=False), and total_steps counts optimizer steps. It is checkpointed as an object.
     scheduler = get_scheduler(c.lr_schedule, optimizer, num_warmup_steps=c.warmup, num_training_steps=total_steps)
@@ -296,7 +297,7 @@ def _optimizer_step(
     for _ in range(grad_accum):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
-            loss = model(**batch, use_cache=False).loss
+            loss = labelled_loss(model, batch)
             accelerator.backward(loss)  # divides by grad_accum
             if accelerator.sync_gradients:
                 norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
@@ -306,6 +307,19 @@ def _optimizer_step(
         losses.append(loss.detach())
     mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")
     return float(mean_loss), grad_norm
+
+
+def labelled_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's causal-LM loss (mean over labelled tokens), with the LM head computed only at
+    positions whose next token is labelled in some row (transformers' logits_to_keep), not at
+    every position: the same value as model(**batch).loss, measured 6-10% faster per step on
+    the offline default (bench/bench_sft.py), and for a 150k-token vocabulary it saves
+    gigabytes of logits the loss never reads."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    targets = batch["labels"][:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(1)
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=-100)
 
 
 @dataclass
@@ -351,7 +365,8 @@ def _accelerator(grad_accum: int, mixed_precision: str) -> Accelerator:
     return accelerator
 
 
-def _set_threads(threads: int | None) -> None:
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads: `threads`, else FACELLM_THREADS, else torch's default."""
     threads = threads or int(os.environ.get("FACELLM_THREADS", "0")) or None
     if threads:
         torch.set_num_threads(threads)
@@ -400,11 +415,12 @@ def _make_trainable(
     return model
 
 
-def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
+def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over `params` with decay on matrices only (biases and norm weights are never decayed)."""
+    params = list(params)
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # biases, norm weights
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 

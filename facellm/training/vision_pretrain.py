@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from facellm.training.sft import adamw
+
 # (name, where in gt["sample"]): categorical labels, one softmax head each.
 CATEGORICAL: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("expression", ("expression",)),
@@ -128,9 +130,13 @@ def _scores(model: Any, processor: Any, heads: _Heads, images: list[Any], y: dic
     return scores
 
 
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # a stage of minutes: its progress shows as it happens, also in a log file
+
+
 def pretrain_vision(model: Any, processor: Any, rows: Any, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
                     warmup: int = 50, weight_decay: float = 0.01, seed: int = 0, eval_rows: Any = None,
-                    log_every: int = 100, log: Callable[[str], None] = print) -> dict[str, Any]:
+                    log_every: int = 100, log: Callable[[str], None] = _print_now) -> dict[str, Any]:
     """Train `model`'s vision tower and merger in place on the labels of `rows`' SynthFace
     samples (see the module docstring); the rest of the model is left as it was.
 
@@ -157,10 +163,7 @@ def pretrain_vision(model: Any, processor: Any, rows: Any, *, steps: int, batch_
         torch.manual_seed(seed)
         heads = _Heads(model.config.text_config.hidden_size, labels).to(model.device)
     params = [p for p in vision.parameters()] + list(heads.parameters())
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=lr)
+    opt = adamw(params, lr, weight_decay)
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -175,3 +175,12 @@ def test_sigkilled_run_resumes_to_the_same_losses(tiny_model_dir, tmp_path):
     for name in final:
         torch.testing.assert_close(final[name], reference[name], rtol=0, atol=1e-6)
     assert json.loads((killed / "checkpoints" / "step-8" / "trainer_state.json").read_text())["samples_seen"] == 8 * 4
+
+
+def test_labelled_loss_is_the_models_loss(tiny_model, processor):
+    from facellm.training.sft import labelled_loss
+
+    batch = VisionChatCollator(processor)(rows(3))
+    assert (batch["labels"] == -100).float().mean() > 0.3  # prompts and padding are left out
+    with torch.no_grad():
+        assert float(labelled_loss(tiny_model, batch)) == pytest.approx(float(tiny_model(**batch).loss), abs=1e-6)
