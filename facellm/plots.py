@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import norm
 
 from facellm.metrics.lr import EceCurve, tippett_data
-from facellm.metrics.verification import roc_curve
+from facellm.metrics.verification import det_curve, roc_curve
 
 H1_COLOR = "tab:red"   # lir's colours: H1 red, H2 blue
 H2_COLOR = "tab:blue"
@@ -110,8 +110,8 @@ def plot_det(ax: Axes, labels: ArrayLike, scores: ArrayLike | Mapping[str, Array
     """DET curve (FNMR against FMR on normal-deviate axes); points at rate 0 or 1 are not drawn."""
     lowest = 1.0
     for name, s in _systems(scores).items():
-        roc = roc_curve(labels, s)
-        fmr, fnmr = roc.fmr, 1.0 - roc.tmr
+        det = det_curve(labels, s)
+        fmr, fnmr = det.fmr, det.fnmr
         keep = (fmr > 0) & (fmr < 1) & (fnmr > 0) & (fnmr < 1)
         ax.plot(norm.ppf(fmr[keep]), norm.ppf(fnmr[keep]), label=name or None)
         if keep.any():

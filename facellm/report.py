@@ -347,17 +347,20 @@ def _lr_plots(system: str, lr: dict[str, Any], plot_dir: Path, plots: Any) -> li
         if not kinds:
             continue
         labels = next(iter(kinds.values())).labels
-        fig, axes = plots.new_figure(1, 3, size=(5, 4.2))
-        plots.plot_roc(axes[0], labels, {k: r.llrs for k, r in kinds.items()})
+        fig, axes = plots.new_figure(1, 4, size=(5, 4.2))
+        llrs = {k: r.llrs for k, r in kinds.items()}
+        plots.plot_roc(axes[0], labels, llrs)
         axes[0].set_title(f"ROC, {system} / {variant}")
+        plots.plot_det(axes[1], labels, llrs)
+        axes[1].set_title(f"DET, {system} / {variant}")
         best = min(kinds, key=lambda k: kinds[k].metrics["cllr_logistic"])
         calibrated = kinds[best].calibrated["logistic"]
-        plots.plot_tippett(axes[1], calibrated, labels)
-        axes[1].set_title(f"Tippett, {best} (logistic-calibrated)")
-        plots.plot_ece(axes[2], ece_curve(calibrated, labels))
-        axes[2].set_title(f"ECE, {best} (logistic-calibrated)")
+        plots.plot_tippett(axes[2], calibrated, labels)
+        axes[2].set_title(f"Tippett, {best} (logistic-calibrated)")
+        plots.plot_ece(axes[3], ece_curve(calibrated, labels))
+        axes[3].set_title(f"ECE, {best} (logistic-calibrated)")
         name = f"lr_{system}_{variant}.png"
         plots.save_figure(fig, plot_dir / name)
-        blocks.append(("img", (f"plots/{name}", f"ROC of every LR system, and Tippett and ECE plots of the best "
-                                                f"calibrated one ({best}), {system} / {variant}")))
+        blocks.append(("img", (f"plots/{name}", f"ROC and DET of every LR system, and Tippett and ECE plots of "
+                                                f"the best calibrated one ({best}), {system} / {variant}")))
     return blocks
