@@ -121,7 +121,7 @@ def select(rows: Any, tasks: list[str] | None, per_group: int | None, only: str 
 
 
 def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: list[dict], cfg: EvalConfig,
-                    records_dir: Path, served: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    records_dir: Path, served: str | None = None) -> tuple[dict[str, Any], list[Any]]:
     """served: the adapter name to request from `backend` (the system's own unless it was merged)."""
     from facellm.data.build import built_tasks
     from facellm.evaluation import (
@@ -151,12 +151,12 @@ def evaluate_system(backend: Any, system: SystemArgs, test: list[dict], cal: lis
     by_variant: dict[str, dict[str, list]] = defaultdict(lambda: {"test": [], "calibration": []})
     for split, recs in records.items():
         for r in recs:
-            if r["task"] == "verification":
-                by_variant[r["variant"]][split].append(r)
+            if r.task == "verification":
+                by_variant[r.variant][split].append(r)
     embed = (lambda: EmbeddingLR(reg_covar=cfg.embedding_reg_covar)) if cfg.embedding_lr else None
     lr = {v: lr_systems(g["test"], g["calibration"], embed) for v, g in sorted(by_variant.items())}
     summary = {"adapter": system.adapter, "merged": served is None and system.adapter is not None,
-               "tasks": task_metrics(records["test"]), "lr": lr,
+               "tasks": task_metrics(records["test"], tasks), "lr": lr,
                "fusion": {v: fusion_metrics(kinds) for v, kinds in lr.items()},
                "demographics": demographic_metrics(records["test"], lr),
                "self_consistency": {"mode": cfg.self_consistency, "requests": extra}}
@@ -200,6 +200,7 @@ def check_served(backend: Any, systems: list[SystemArgs]) -> None:
 
 def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list[dict]) -> dict[str, Any]:
     """What defines one system's records: a rerun with the same fingerprint resumes them."""
+    from facellm.evaluation import RECORD_FORMAT
     from facellm.inference.factory import model_folder
 
     adapter = cfg.adapters.get(system.adapter) if system.adapter else None
@@ -210,7 +211,7 @@ def fingerprint(cfg: EvalConfig, system: SystemArgs, test: list[dict], cal: list
         "adapter_files": None if attached or adapter is None else _files_stamp(adapter),
         "dataset": str(Path(cfg.dataset).resolve()), "dataset_build": _build_digest(cfg.dataset),
         "test_rows": _digest([r["id"] for r in test]), "calibration_rows": _digest([r["id"] for r in cal]),
-        "max_tokens": cfg.max_tokens, "likelihood": cfg.likelihood,
+        "max_tokens": cfg.max_tokens, "likelihood": cfg.likelihood, "record_format": RECORD_FORMAT,
     }
     if merging(cfg) and adapter is not None:  # only then: unmerged runs keep their fingerprints
         stamp["merged"] = True
@@ -334,8 +335,7 @@ def headline(metrics_path: Path) -> str:
     for system, m in metrics.items():
         tasks = m["tasks"]
         parts = [f"{k} acc {v['accuracy']:.3f}" for k, v in tasks.items() if "accuracy" in v and isinstance(v["accuracy"], float)]
-        if "attributes" in tasks:
-            parts.append(f"attributes mean acc {tasks['attributes']['mean_accuracy']:.3f}")
+        parts += [f"{k} mean acc {v['mean_accuracy']:.3f}" for k, v in tasks.items() if "mean_accuracy" in v]
         cllrs = [(rep.get("cllr_logistic"), f"{variant}/{kind}") for variant, kinds in m["lr"].items()
                  for kind, rep in kinds.items() if kind != "fr_score"]
         if cllrs:

@@ -53,7 +53,9 @@ from facellm.metrics import (
     self_check,
     self_contradicting_differences,
 )
+from facellm.registry import TASKS
 from facellm.tasks import attributes, caption, expression, verification
+from facellm.tasks.base import Conversation
 from facellm.verbal import H1, H2, format_lr, verbal_scale
 
 Variant = Literal["images_only", "score"]
@@ -232,14 +234,13 @@ class VerificationResult:
 
 
 def parse_answer(question: str, reply: str) -> str | None:
-    """What the task parser reads from a reply to one of its own prompts, in words
-    ("expression: happy"); None when the question is not a task prompt."""
-    if question in expression.PROMPTS:
-        return f"expression: {expression.parse_expression(reply) or 'not parseable'}"
-    if question in attributes.DESCRIBE_PROMPTS:
-        found = attributes.parse_attribute_lines(reply)
-        return "attributes: " + (", ".join(f"{attributes.attribute_label(k)} {'yes' if v else 'no'}"
-                                           for k, v in found.items()) or "none parseable")
+    """What the parser of the task whose prompt `question` is (`Task.prompt_variant`) reads from
+    the reply, in words ("expression: happy"); None when the question is no task's prompt."""
+    for name, task_cls in TASKS.items():
+        task = task_cls()
+        if (variant := task.prompt_variant(question)) is not None:
+            conversation = Conversation("chat", name, variant, question, "", [], {})
+            return f"{name}: {task.answer_text(task.parse(reply, conversation))}"
     return None
 
 

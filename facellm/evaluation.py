@@ -2,12 +2,15 @@
 and metrics: task metrics, likelihood-ratio metrics for verification explanations, and
 faithfulness of the attribute claims in those explanations.
 
-Per-sample record (one JSONL line of the report):
+Per-sample record (`facellm.tasks.base.Record`; one JSONL line of the report):
     {"id": "synthface/test/pair-3#verification#score", "system": "lora", "split": "test",
      "task": "verification", "variant": "score", "reference": "Match Verdict: Match ...",
-     "response": "Match Verdict: Match ...", "parsed": "Match", "label": true, "correct": true,
-     "fr_score": 0.81, "llr_verdict": 2.1, "llr_answer": 3.4, "llr_explanation": 1.3,
-     "claims": {"supported": 4, "hallucinated": 0, "unverifiable": 0}}
+     "response": "Match Verdict: Match ...", "label": true, "prediction": "Match", "correct": true,
+     "score": 1.0, "values": {"fr_score": 0.81, "fr_threshold": 0.61, "explanation": "Similarities: ...",
+     "claims": {"supported": 4, "hallucinated": 0, "unverifiable": 0}},
+     "llrs": {"verdict": 2.1, "answer": 3.4, "explanation": 1.3}, "self_check": null}
+What a record holds beyond the row is what its task's `score` gives (`Scored`); the metrics are
+what the task declares (`aggregations`, per `metric_group`): this module iterates over them.
 
 Model-likelihood LLRs (log10), from the model's own probabilities for its own answer. With E the
 explanation the model wrote (everything after its verdict line), M = "Match Verdict: Match" and
@@ -33,9 +36,9 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,12 +50,14 @@ from facellm.data.build import row_conversation
 from facellm.inference.base import Backend, ChatRequest, ScoreRequest
 from facellm.metrics.lr import check_llrs_labels
 from facellm.registry import get_task
-from facellm.schema import EXPRESSIONS
 from facellm.tasks import attributes as attributes_task
 from facellm.tasks import demographics
+from facellm.tasks.base import PairLLRs, Record, SelfCheck, Task
+from facellm.tasks.verification import claim_agreement
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
-LLR_KINDS = ("llr_verdict", "llr_answer", "llr_explanation")
+LLR_KINDS = PairLLRs._fields  # ("verdict", "answer", "explanation")
+RECORD_FORMAT = 2  # in an evaluation's fingerprint: records of another format are not resumed
 MIXED = "mixed"  # the demographic group of a pair whose two faces are in different groups
 TMR_FMRS = {"tmr_at_fmr_1e3": 1e-3, "tmr_at_fmr_1e4": 1e-4}
 
@@ -74,38 +79,20 @@ def generate(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | No
     return out
 
 
-def score_row(row: dict[str, Any], response: str, tasks: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse and score one response with the row's task: the one in `tasks` (what the dataset
-    was built with, `facellm.data.build.built_tasks`), else the task with its default arguments.
-    Never raises on odd responses."""
+def task_of(name: str, tasks: dict[str, Task] | None = None) -> Task:
+    """The task `name` as the dataset was built with it (`tasks`: `facellm.data.build.built_tasks`),
+    else with its default arguments."""
+    return (tasks or {}).get(name) or get_task(name)()
+
+
+def score_row(row: dict[str, Any], response: str, tasks: dict[str, Task] | None = None, **tags: Any) -> Record:
+    """Parse and score one response with the row's task (`task_of`). Never raises on odd
+    responses. tags: Record fields to set (system, split)."""
     conv = row_conversation(row)
-    task = (tasks or {}).get(row["task"]) or get_task(row["task"])()
-    parsed = task.parse(response, conv)
-    scored = task.score(parsed, conv)
-    record = {"id": row["id"], "task": row["task"], "variant": row["variant"], "reference": conv.target,
-              "response": response, "correct": bool(scored["correct"]), "label": scored.get("label"),
-              "prediction": scored.get("prediction")}
-    if row["task"] == "attributes":
-        record["per_attribute"] = scored.get("per_attribute") or {conv.extras["attribute"]: scored["correct"]}
-    if row["task"] == "age":
-        record["abs_error"] = scored["abs_error"]
-    if row["task"] == "verification":
-        record.update(fr_score=conv.extras.get("fr_score"), explanation=parsed["explanation"],
-                      claims=_claims(parsed["explanation"], conv.extras))
-    return record
-
-
-def _claims(explanation: str, extras: dict[str, Any]) -> dict[str, int]:
-    check = M.score_claims(M.parse_claims(explanation, faces=2), extras["truth_first"], extras["truth_second"])
-    return asdict(check.counts())
-
-
-class PairLLRs(NamedTuple):
-    """The model-likelihood LLRs (log10) of one verification answer (see the module docstring)."""
-
-    verdict: float
-    answer: float
-    explanation: float
+    task = task_of(row["task"], tasks)
+    scored = task.score(task.parse(response, conv), conv)
+    return Record(row["id"], row["task"], row["variant"], conv.target, response, scored.label, scored.prediction,
+                  bool(scored.correct), float(scored.score), scored.values, **tags)
 
 
 def pair_llrs(backend: Backend, pairs: Sequence[tuple[Sequence[Any], str, str]], adapter: str | None,
@@ -138,16 +125,16 @@ def pair_llrs(backend: Backend, pairs: Sequence[tuple[Sequence[Any], str, str]],
     return out, split
 
 
-def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
+def add_model_llrs(backend: Backend, rows: Sequence[dict[str, Any]], records: list[Record],
                    adapter: str | None, batch_size: int = 64, progress: bool = True,
                    verdict_tokens: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    """Add llr_verdict / llr_answer / llr_explanation (`pair_llrs`) to the verification records,
-    in place. Returns the token counts of M and N (None while no record was a verification)."""
-    todo = [(row, rec) for row, rec in zip(rows, records) if rec["task"] == "verification"]
-    pairs = [(row["images"], row["messages"][0]["content"][-1]["text"], rec["explanation"]) for row, rec in todo]
+    """Set `llrs` (`pair_llrs`) on the verification records, in place. Returns the token counts
+    of M and N (None while no record was a verification)."""
+    todo = [(row, rec) for row, rec in zip(rows, records) if rec.task == "verification"]
+    pairs = [(row["images"], row["messages"][0]["content"][-1]["text"], rec.values["explanation"]) for row, rec in todo]
     llrs, split = pair_llrs(backend, pairs, adapter, batch_size, progress, verdict_tokens)
     for (_, rec), llr in zip(todo, llrs):
-        rec["llr_verdict"], rec["llr_answer"], rec["llr_explanation"] = llr
+        rec.llrs = llr
     return split
 
 
@@ -176,28 +163,28 @@ OwnAnswerMode = Literal["describe", "yesno"]
 OWN_ANSWER_TOKENS = {"describe": 256, "yesno": 8}  # a describe reply of SynthFace's 15 attributes is ~70 tokens
 
 
-def _pair_id(record: dict[str, Any]) -> str:
-    return record["id"].split("#", 1)[0]  # "synthface/test/pair-3#verification#score" -> the pair
+def _pair_id(record_id: str) -> str:
+    return record_id.split("#", 1)[0]  # "synthface/test/pair-3#verification#score" -> the pair
 
 
-def _claimed(records: Sequence[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
+def _claimed(records: Sequence[Record]) -> dict[tuple[str, int], set[str]]:
     """(pair id, face index) -> the attributes the pair's explanations (any variant) claim about that face."""
     out: dict[tuple[str, int], set[str]] = defaultdict(set)
     for rec in records:
-        if rec["task"] == "verification":
-            for claim in M.parse_claims(rec.get("explanation") or "", faces=2):
+        if rec.task == "verification":
+            for claim in M.parse_claims(rec.values.get("explanation") or "", faces=2):
                 for face, _ in M.claim_facts(claim):
-                    out[_pair_id(rec), face].add(claim.attribute)
+                    out[_pair_id(rec.id), face].add(claim.attribute)
     return out
 
 
-def own_answer_requests(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], mode: OwnAnswerMode
+def own_answer_requests(rows: Sequence[dict[str, Any]], records: Sequence[Record], mode: OwnAnswerMode
                         ) -> dict[str, tuple[dict[str, Any], int, str, str | None]]:
     """The attribute questions self-consistency asks, by key: (row, face index, prompt,
     attribute asked or None for describe). Only faces that an explanation makes a claim about,
     each face once over a pair's prompt variants: describe asks one question per such face
     (the task's first describe prompt), yesno one per (face, claimed attribute)."""
-    row_of = {_pair_id(r): r for r in rows if r["task"] == "verification"}
+    row_of = {_pair_id(r["id"]): r for r in rows if r["task"] == "verification"}
     out = {}
     for (pair, face), keys in sorted(_claimed(records).items()):
         if mode == "describe":
@@ -209,12 +196,12 @@ def own_answer_requests(rows: Sequence[dict[str, Any]], records: Sequence[dict[s
     return out
 
 
-def ask_own_answers(backend: Backend, rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]],
+def ask_own_answers(backend: Backend, rows: Sequence[dict[str, Any]], records: Sequence[Record],
                     adapter: str | None, log: RecordLog, mode: OwnAnswerMode = "describe", batch_size: int = 64
                     ) -> tuple[dict[tuple[str, int], dict[str, bool]], int]:
     """The model's own answers about each face the explanations make claims about, asked with
     the attributes task's prompts and read with its parser, through `backend` in batches; kept
-    in `log` (resumed like the records). Returns ((pair id, face) -> {attribute: answer}, the
+    in `log` (resumed like the records, as plain JSON lines). Returns ((pair id, face) -> {attribute: answer}, the
     number of requests the answers take, whether sent now or resumed from `log`)."""
     wanted = own_answer_requests(rows, records, mode)
     todo = [k for k in wanted if k not in log.done]
@@ -241,28 +228,25 @@ def _own_answer(key: str, request: tuple[dict[str, Any], int, str, str | None], 
             "answers": found}
 
 
-def add_self_consistency(rows: Sequence[dict[str, Any]], records: list[dict[str, Any]],
+def add_self_consistency(rows: Sequence[dict[str, Any]], records: list[Record],
                          answers: dict[tuple[str, int], dict[str, bool]]) -> None:
-    """Add to each verification record, in place: `self_claims` (its claims against the model's
-    own answers: consistent / contradicted / not_checkable counts), `claim_agreement` (per claim
-    checkable both against those answers and against ground truth: self-contradicted and
-    hallucinated, "both" / "self_only" / "truth_only" / "neither") and `same_value_differences`
-    (differences that name one value for both faces)."""
+    """Set `self_check` (`SelfCheck`) on each verification record, in place: its claims against
+    the model's own answers, and per claim checkable both against those answers and against
+    ground truth, whether it is self-contradicted and hallucinated."""
     truth = {r["id"]: row_conversation(r).extras for r in rows if r["task"] == "verification"}
     for rec in records:
-        if rec["task"] != "verification":
+        if rec.task != "verification":
             continue
-        pair, text = _pair_id(rec), rec.get("explanation") or ""
+        pair, text = _pair_id(rec.id), rec.values.get("explanation") or ""
         claims = M.parse_claims(text, faces=2)
         own = M.self_check(claims, answers.get((pair, 0), {}), answers.get((pair, 1), {}))
-        extras = truth[rec["id"]]
+        extras = truth[rec.id]
         labels = M.claim_labels(claims, own, M.score_claims(claims, extras["truth_first"], extras["truth_second"]))
-        rec["self_claims"] = {"consistent": len(own.consistent), "contradicted": len(own.contradicted),
-                              "not_checkable": len(own.not_checkable)}
-        rec["claim_agreement"] = {"both": sum(s and t for s, t in labels), "self_only": sum(s and not t for s, t in labels),
-                                  "truth_only": sum(t and not s for s, t in labels),
-                                  "neither": sum(not (s or t) for s, t in labels)}
-        rec["same_value_differences"] = len(M.self_contradicting_differences(text))
+        rec.self_check = SelfCheck(
+            len(own.consistent), len(own.contradicted), len(own.not_checkable),
+            {"both": sum(s and t for s, t in labels), "self_only": sum(s and not t for s, t in labels),
+             "truth_only": sum(t and not s for s, t in labels), "neither": sum(not (s or t) for s, t in labels)},
+            len(M.self_contradicting_differences(text)))
 
 
 # ---------------------------------------------------------------- records on disk, resume
@@ -297,7 +281,8 @@ def prepare_records(folder: str | Path, fingerprint: dict[str, Any], overwrite: 
 class RecordLog:
     """The per-sample records of one (system, split) in a JSONL file, each line flushed as soon
     as its record is made: a run that stops (a crash, a kill, a server gone) keeps every record
-    it finished, and the next run skips them. done: row id -> record, as read back from JSON."""
+    it finished, and the next run skips them. done: row id -> record, as read back from JSON
+    (`Record.from_json` turns a record's back into a Record)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -316,13 +301,14 @@ class RecordLog:
             with self.path.open("r+b") as fh:
                 fh.truncate(end)
 
-    def append(self, records: Sequence[dict[str, Any]]) -> None:
+    def append(self, records: Sequence[Record | dict[str, Any]]) -> None:
         with self.path.open("a") as fh:
             for record in records:
-                line = json.dumps(record, default=_plain)
+                line = json.dumps(record.to_json() if isinstance(record, Record) else record, default=_plain)
                 fh.write(line + "\n")
                 fh.flush()
-                self.done[record["id"]] = json.loads(line)
+                done = json.loads(line)
+                self.done[done["id"]] = done
 
 
 def _plain(value: Any) -> Any:
@@ -334,11 +320,11 @@ def _plain(value: Any) -> Any:
 def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str | None, log: RecordLog, *,
                   max_tokens: int, batch_size: int = 64, likelihood: bool = True,
                   tags: dict[str, Any] | None = None, desc: str = "evaluate",
-                  tasks: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every row's record, in row order. Rows already in `log` keep the record there; the others
-    are answered (generate), scored (score_row with `tasks`, and add_model_llrs when
-    `likelihood`) and appended to `log` a batch at a time. tags: fields each new record starts
-    with (system, split)."""
+                  tasks: dict[str, Task] | None = None) -> list[Record]:
+    """Every row's record, in row order, with its `groups` (`row_groups`). Rows already in
+    `log` keep the record there; the others are answered (generate), scored (score_row with
+    `tasks`, and add_model_llrs when `likelihood`) and appended to `log` a batch at a time.
+    tags: Record fields each new record gets (system, split)."""
     if len({row["id"] for row in rows}) != len(rows):
         raise ValueError("row ids repeat: records are resumed by row id")
     todo = [row for row in rows if row["id"] not in log.done]
@@ -346,13 +332,13 @@ def evaluate_rows(backend: Backend, rows: Sequence[dict[str, Any]], adapter: str
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="row") as bar:
         for batch in _batches(todo, batch_size):
             texts = generate(backend, batch, adapter, max_tokens, batch_size, progress=False)
-            records = [{**(tags or {}), **score_row(row, text, tasks)} for row, text in zip(batch, texts)]
+            records = [score_row(row, text, tasks, **(tags or {})) for row, text in zip(batch, texts)]
             if likelihood:
                 verdict_tokens = add_model_llrs(backend, batch, records, adapter, batch_size, progress=False,
                                                 verdict_tokens=verdict_tokens)
             log.append(records)
             bar.update(len(batch))
-    return [{**log.done[row["id"]], **row_context(row)} for row in rows]
+    return [replace(Record.from_json(log.done[row["id"]]), groups=row_groups(row)) for row in rows]
 
 
 # ---------------------------------------------------------------- demographic groups of a row
@@ -377,119 +363,48 @@ def face_groups(face: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def row_context(row: dict[str, Any]) -> dict[str, Any]:
-    """What aggregation needs from a row beyond its record (read from the row, so records
-    resumed from an older run get it too): `groups`, the row's demographic groups; a pair's
-    group is the one both faces share, else "mixed" (NIST's FMR per group counts same-group
-    impostor pairs); and for verification `fr_threshold`, the FR decision threshold."""
-    gt = json.loads(row["gt"])
-    sample = gt.get("sample") or {}
+def row_groups(row: dict[str, Any]) -> dict[str, str]:
+    """The row's demographic groups (read from the row, so records resumed from disk get them
+    too); a pair's group is the one both faces share, else "mixed" (NIST's FMR per group counts
+    same-group impostor pairs)."""
+    sample = json.loads(row["gt"]).get("sample") or {}
     if "first" in sample and "second" in sample:
         a, b = face_groups(sample["first"]), face_groups(sample["second"])
         groups = {k: a[k] if a[k] == b[k] else MIXED for k in a.keys() & b.keys()}
     else:
         groups = face_groups(sample)
-    out: dict[str, Any] = {"groups": dict(sorted(groups.items()))}
-    if row["task"] == "verification":
-        out["fr_threshold"] = (gt.get("extras") or {}).get("threshold")
-    return out
+    return dict(sorted(groups.items()))
 
 
 
 # ---------------------------------------------------------------- aggregation
 
 
-def task_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy-type metrics per task (and per verification prompt variant)."""
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def metric_groups(records: Sequence[Record], tasks: dict[str, Task] | None = None
+                  ) -> dict[str, tuple[Task, list[Record]]]:
+    """Records by the metric group their task puts them in (`Task.metric_group`), in key order."""
+    out: dict[str, tuple[Task, list[Record]]] = {}
     for r in records:
-        by_task[r["task"]].append(r)
-    out: dict[str, Any] = {}
-    if rs := by_task.get("expression"):
-        labels, preds = [r["label"] for r in rs], [r["prediction"] for r in rs]
-        out["expression"] = {"n": len(rs), "accuracy": M.accuracy(labels, preds), "war": M.war(labels, preds),
-                             "uar": M.uar(labels, preds, EXPRESSIONS),
-                             "macro_f1": M.macro_f1(labels, preds, EXPRESSIONS),
-                             "parse_rate": M.parse_rate(preds),
-                             "confusion": M.confusion_matrix(labels, preds, EXPRESSIONS).tolist()}
-    if rs := by_task.get("attributes"):
-        hits: dict[str, list[bool]] = defaultdict(list)
-        for r in rs:
-            for key, ok in r["per_attribute"].items():
-                hits[key].append(bool(ok))
-        per = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
-        out["attributes"] = {"n": len(rs), "mean_accuracy": M.mean_accuracy(per), "per_attribute": per,
-                             "exact_match": float(np.mean([r["correct"] for r in rs]))}
-    if rs := by_task.get("age"):
-        out["age"] = {"n": len(rs), "mae": M.mae([r["label"] for r in rs], [r["prediction"] for r in rs]),
-                      "parse_rate": M.parse_rate([r["prediction"] for r in rs])}
-    for task, classes in (("age_group", demographics.AGE_GROUPS), ("gender", demographics.GENDERS)):
-        if rs := by_task.get(task):
-            out[task] = _classification_metrics([r["label"] for r in rs], [r["prediction"] for r in rs], classes)
-    for variant, rs in _by_variant(by_task.get("verification", [])).items():
-        out[f"verification/{variant}"] = _verification_metrics(rs)
+        task = task_of(r.task, tasks)
+        out.setdefault(task.metric_group(r.variant), (task, []))[1].append(r)
+    return dict(sorted(out.items()))
+
+
+def task_metrics(records: Sequence[Record], tasks: dict[str, Task] | None = None) -> dict[str, dict[str, Any]]:
+    """{metric group: {"n": records, metric: value}}: each group's metrics as its task declares
+    them (`Task.aggregations`; a metric that is None on the group is left out)."""
+    out = {}
+    for key, (task, rs) in metric_groups(records, tasks).items():
+        values = {name: fn(rs) for name, fn in task.aggregations().items()}
+        out[key] = {"n": len(rs), **{k: v for k, v in values.items() if v is not None}}
     return out
 
 
-def _classification_metrics(labels: Sequence[str], preds: Sequence[str | None], classes: Sequence[str]
-                            ) -> dict[str, Any]:
-    return {"n": len(labels), "accuracy": M.accuracy(labels, preds), "uar": M.uar(labels, preds, classes),
-            "macro_f1": M.macro_f1(labels, preds, classes), "parse_rate": M.parse_rate(preds),
-            "confusion": M.confusion_matrix(labels, preds, classes).tolist()}
-
-
-def _by_variant(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _by_variant(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        groups[r["variant"]].append(r)
+        groups[r.variant].append(r)
     return dict(groups)
-
-
-def _verification_metrics(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    labels = np.array([r["label"] for r in rs], dtype=int)
-    out: dict[str, Any] = {"n": len(rs), "accuracy": float(np.mean([r["correct"] for r in rs])),
-                           "parse_rate": M.parse_rate([r["prediction"] for r in rs])}
-    if "llr_answer" in rs[0] and len(set(labels)) == 2:
-        scores = np.array([r["llr_answer"] for r in rs])
-        out.update(auc=M.roc_auc(labels, scores), eer=M.eer(labels, scores),
-                   tmr_at_fmr_1e2=M.tmr_at_fmr(labels, scores, 1e-2), tmr_at_fmr_1e3=M.tmr_at_fmr(labels, scores, 1e-3))
-    out["faithfulness"] = faithfulness(rs)
-    if all("self_claims" in r for r in rs):
-        out["self_consistency"] = self_consistency(rs)
-    return out
-
-
-def faithfulness(rs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Pooled claim rates over the records' explanations (facellm.metrics' rates on their claim
-    counts); nan for no records."""
-    if not rs:
-        return dict.fromkeys(("hallucinated_claim_rate", "supported_claim_rate", "claims_per_explanation",
-                              "explanations_with_hallucination"), math.nan)
-    counts = [M.ClaimCounts(**r["claims"]) for r in rs]
-    return {"hallucinated_claim_rate": M.hallucinated_claim_rate(counts),
-            "supported_claim_rate": M.supported_claim_rate(counts),
-            "claims_per_explanation": M.claims_per_explanation(counts),
-            "explanations_with_hallucination": M.hallucinating_explanation_rate(counts)}
-
-
-def self_consistency(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pooled self-consistency of explanations (`add_self_consistency`): self_contradiction_rate
-    (contradicted / checkable claims), not_checkable_rate (claims the model's own answers do not
-    cover / all claims), explanations_with_same_value_difference; beside them the ground-truth
-    hallucinated_claim_rate and the per-claim agreement of the two (`ClaimAgreement`) over the
-    claims both can check, and how the per-explanation rates track each other (`Tracking`)."""
-    totals = {k: sum(r["self_claims"][k] for r in rs) for k in ("consistent", "contradicted", "not_checkable")}
-    checkable = totals["consistent"] + totals["contradicted"]
-    counts = {k: sum(r["claim_agreement"][k] for r in rs) for k in ("both", "self_only", "truth_only", "neither")}
-    per = [((a["both"] + a["self_only"]) / n, (a["both"] + a["truth_only"]) / n)
-           for a in (r["claim_agreement"] for r in rs) if (n := sum(a.values()))]
-    per_explanation = M.tracking([p[0] for p in per], [p[1] for p in per])
-    return {"n_claims": sum(totals.values()), **{f"n_{k}": v for k, v in totals.items()},
-            "self_contradiction_rate": totals["contradicted"] / checkable if checkable else float("nan"),
-            "not_checkable_rate": totals["not_checkable"] / sum(totals.values()) if sum(totals.values()) else float("nan"),
-            "explanations_with_same_value_difference": float(np.mean([r["same_value_differences"] > 0 for r in rs])),
-            "hallucinated_claim_rate": faithfulness(rs)["hallucinated_claim_rate"],
-            "agreement": _agreement(counts)._asdict(), "per_explanation": per_explanation._asdict()}
 
 
 def self_consistency_tracking(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -507,13 +422,7 @@ def self_consistency_tracking(metrics: dict[str, dict[str, Any]]) -> dict[str, A
     pooled = {k: sum(c["agreement"][f"n_{k}"] for *_, c in cells) for k in ("both", "self_only", "truth_only", "neither")}
     return {"cells": [{"system": s, "variant": v, "self_contradiction_rate": x, "hallucinated_claim_rate": y,
                        "n_claims": c["n_claims"]} for (s, v, c), x, y in zip(cells, xs, ys)],
-            "tracking": M.tracking(xs, ys)._asdict(), "agreement": _agreement(pooled)._asdict()}
-
-
-def _agreement(counts: dict[str, int]) -> M.ClaimAgreement:
-    """ClaimAgreement of the counts "both" / "self_only" / "truth_only" / "neither"."""
-    return M.claim_agreement([(True, True)] * counts["both"] + [(True, False)] * counts["self_only"]
-                             + [(False, True)] * counts["truth_only"] + [(False, False)] * counts["neither"])
+            "tracking": M.tracking(xs, ys)._asdict(), "agreement": claim_agreement(pooled)._asdict()}
 
 
 # ---------------------------------------------------------------- LR systems
@@ -585,33 +494,34 @@ def tmr_at_fmrs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
             "tmr_note": "; ".join(notes) or None}
 
 
-def lr_systems(test: Sequence[dict[str, Any]], cal: Sequence[dict[str, Any]],
+def lr_systems(test: Sequence[Record], cal: Sequence[Record],
                embedding_lr: Callable[[], Any] | None) -> dict[str, LRSystem]:
     """Every LR system on one (system, variant)'s verification records: model likelihood
-    (verdict / answer / explanation), embedding LR (Sony et al.), and the FR score."""
-    labels = np.array([r["label"] for r in test], dtype=int)
-    cal_labels = np.array([r["label"] for r in cal], dtype=int)
+    (verdict / answer / explanation, where every record has `llrs`), embedding LR (Sony et
+    al.), and the FR score (where every record has one)."""
+    labels = np.array([r.label for r in test], dtype=int)
+    cal_labels = np.array([r.label for r in cal], dtype=int)
     if len(set(labels)) < 2 or len(set(cal_labels)) < 2:
         return {}
     out: dict[str, LRSystem] = {}
-    for kind in LLR_KINDS:
-        if kind in test[0]:
-            out[kind.removeprefix("llr_")] = lr_report(np.array([r[kind] for r in test]), labels,
-                                                       np.array([r[kind] for r in cal]), cal_labels, raw_is_llr=True,
-                                                       what=kind)
+    if all(r.llrs is not None for r in (*test, *cal)):
+        for kind in LLR_KINDS:
+            out[kind] = lr_report(np.array([getattr(r.llrs, kind) for r in test]), labels,
+                                  np.array([getattr(r.llrs, kind) for r in cal]), cal_labels, raw_is_llr=True,
+                                  what=f"{kind} LLRs")
     if embedding_lr is not None:
         model = embedding_lr()
-        test_z, cal_z = (model.embed([r["explanation"] or "-" for r in rs]) for rs in (test, cal))
+        test_z, cal_z = (model.embed([r.values["explanation"] or "-" for r in rs]) for rs in (test, cal))
         model.fit(cal_z, cal_labels)
         out["embedding"] = lr_report(model.transform(test_z), labels, model.transform(cal_z), cal_labels,
                                      raw_is_llr=True, what="embedding LLRs")
         out["embedding"].metrics["separability"] = _separability(test_z, labels)
-    if all(r["fr_score"] is not None for r in (*test, *cal)):
-        out["fr_score"] = lr_report(np.array([r["fr_score"] for r in test]), labels,
-                                    np.array([r["fr_score"] for r in cal]), cal_labels, raw_is_llr=False,
+    if all(r.values.get("fr_score") is not None for r in (*test, *cal)):
+        out["fr_score"] = lr_report(np.array([r.values["fr_score"] for r in test]), labels,
+                                    np.array([r.values["fr_score"] for r in cal]), cal_labels, raw_is_llr=False,
                                     what="FR scores")
     for rep in out.values():
-        rep.ids = [r["id"] for r in test]
+        rep.ids = [r.id for r in test]
     return out
 
 
@@ -660,10 +570,10 @@ DEMOGRAPHIC_KEYS = ("skin_tone", "age_group", "age", "gender", "race")
 _TASK_SCALARS = ("accuracy", "mean_accuracy", "uar", "mae")
 
 
-def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[str, LRSystem]] | None = None
+def demographic_metrics(records: Sequence[Record], lr: dict[str, dict[str, LRSystem]] | None = None
                         ) -> dict[str, dict[str, Any]]:
     """Metrics per demographic group, NIST FRVT Part 3 style, for each group key the test
-    records carry in `groups` (`row_context`) with at least two groups:
+    records carry in `groups` (`row_groups`) with at least two groups:
         {key: {"groups": {group: {metric: value}}, "ratios": {metric: max_min_ratio(...)._asdict()}}}
     Metrics (`group_metrics`): the task metrics, verification FMR / FNMR of the model's verdict
     and of the FR score at its threshold, Cllr of each logistic-calibrated LR system (`lr`:
@@ -674,7 +584,7 @@ def demographic_metrics(records: Sequence[dict[str, Any]], lr: dict[str, dict[st
     for key in DEMOGRAPHIC_KEYS:
         by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in records:
-            if (group := (r.get("groups") or {}).get(key)) is not None:
+            if (group := r.groups.get(key)) is not None:
                 by_group[group].append(r)
         if len(by_group.keys() - {MIXED}) < 2:
             continue
@@ -696,32 +606,34 @@ def group_metrics(rs: Sequence[dict[str, Any]], calibrated: dict[tuple[str, str,
         out |= {f"{key}/{name}": m[name] for name in _TASK_SCALARS if name in m}
         if "faithfulness" in m:
             out[f"{key}/hallucinated_claim_rate"] = m["faithfulness"]["hallucinated_claim_rate"]
-    for variant, vs in _by_variant([r for r in rs if r["task"] == "verification"]).items():
-        key, labels = f"verification/{variant}", np.array([bool(r["label"]) for r in vs], dtype=int)
-        verdict = M.match_rates(labels, [r["prediction"] == "Match" for r in vs])
+    for variant, vs in _by_variant([r for r in rs if r.task == "verification"]).items():
+        key, labels = f"verification/{variant}", np.array([bool(r.label) for r in vs], dtype=int)
+        verdict = M.match_rates(labels, [r.prediction == "Match" for r in vs])
         out |= {f"{key}/n_mated": verdict.n_mated, f"{key}/n_nonmated": verdict.n_nonmated,
                 f"{key}/fmr": verdict.fmr, f"{key}/fnmr": verdict.fnmr}
-        if all(r.get("fr_score") is not None and r.get("fr_threshold") is not None for r in vs):
-            fr = M.match_rates(labels, [r["fr_score"] >= r["fr_threshold"] for r in vs])
+        if all(r.values.get("fr_score") is not None and r.values.get("fr_threshold") is not None for r in vs):
+            fr = M.match_rates(labels, [r.values["fr_score"] >= r.values["fr_threshold"] for r in vs])
             out |= {f"{key}/fr_fmr": fr.fmr, f"{key}/fr_fnmr": fr.fnmr}
         kinds = dict.fromkeys(k for (v, k, _) in (calibrated or {}) if v == variant)
         for kind in kinds:
-            llrs = [calibrated.get((variant, kind, r["id"])) for r in vs]
+            llrs = [calibrated.get((variant, kind, r.id)) for r in vs]
             both = 0 < labels.sum() < len(labels) and None not in llrs
             out[f"{key}/cllr/{kind}"] = M.cllr(np.array(llrs, float), labels) if both else math.nan
     return out
 
 
-def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256) -> dict[str, float]:
-    """Greedy answers of an in-memory model (training's periodic evaluation) -> accuracy per task
-    (and per verification variant): the same prompts and scoring as a full evaluation."""
+def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256,
+               tasks: dict[str, Task] | None = None) -> dict[str, float]:
+    """Greedy answers of an in-memory model (training's periodic evaluation) -> the mean
+    `Record.score` per metric group ("eval_acc/expression", "eval_acc/attributes/describe" ...):
+    the same prompts, tasks and scoring as a full evaluation."""
     import torch
 
     from facellm.inference.base import chat_prompt
 
     tokenizer = processor.tokenizer
     eos = model.generation_config.eos_token_id
-    hits: dict[str, list[bool]] = defaultdict(list)
+    hits: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         images = list(row["images"])
         text = chat_prompt(processor, len(images), row["messages"][0]["content"][-1]["text"])
@@ -731,8 +643,6 @@ def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_t
             out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tokenizer.pad_token_id)
         response = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        record = score_row(row, response)
-        key = f"{row['task']}/{row['variant']}" if row["task"] in ("verification", "attributes") else row["task"]
-        per_attribute = record.get("per_attribute")  # describe: the share of attributes right, not all-or-nothing
-        hits[key].append(float(np.mean(list(per_attribute.values()))) if per_attribute else record["correct"])
+        record = score_row(row, response, tasks)
+        hits[task_of(record.task, tasks).metric_group(record.variant)].append(record.score)
     return {f"eval_acc/{k}": float(np.mean(v)) for k, v in sorted(hits.items())}

@@ -122,31 +122,40 @@ def evaluation_blocks(metrics: dict[str, Any], out_dir: str | Path) -> list[Bloc
     blocks += _demographic_blocks(metrics, systems, plot_dir, plots)
     for system in systems:
         blocks += _lr_plots(system, metrics[system].get("lr", {}), plot_dir, plots)
-        confusion = metrics[system]["tasks"].get("expression", {}).get("confusion")
-        if confusion is not None:
-            fig, ax = plots.new_figure(size=(5, 4.5))
-            from facellm.schema import EXPRESSIONS
-
-            plots.plot_confusion(ax, confusion, EXPRESSIONS, normalize=True)
-            ax.set_title(f"expression confusion ({system})")
-            name = f"confusion_{system}.png"
-            plots.save_figure(fig, plot_dir / name)
-            blocks.append(("img", (f"plots/{name}", f"Expression confusion matrix, {system}")))
+        for key, m in metrics[system]["tasks"].items():  # every classification task's (`classes` beside it)
+            if "confusion" in m and "classes" in m:
+                fig, ax = plots.new_figure(size=(5, 4.5))
+                plots.plot_confusion(ax, m["confusion"], m["classes"], normalize=True)
+                ax.set_title(f"{key} confusion ({system})")
+                name = f"confusion_{key.replace('/', '_')}_{system}.png"
+                plots.save_figure(fig, plot_dir / name)
+                blocks.append(("img", (f"plots/{name}", f"{key} confusion matrix, {system}")))
     return blocks
+
+
+def _report_metrics(key: str) -> tuple[str, ...]:
+    """The scalars the task of metric group `key` ("verification/score") declares for the table;
+    an unknown task's: every metric name that has a number."""
+    from facellm.registry import TASKS
+
+    task = TASKS.get(key.split("/", 1)[0])
+    return task.report_metrics if task is not None else ()
 
 
 def _task_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
     rows = []
     keys = sorted({k for s in systems for k in metrics[s]["tasks"]})
     for key in keys:
-        for name in ("accuracy", "mean_accuracy", "macro_f1", "uar", "war", "mae", "auc", "eer",
-                     "tmr_at_fmr_1e2", "tmr_at_fmr_1e3", "parse_rate"):
-            values = [metrics[s]["tasks"].get(key, {}).get(name) for s in systems]
+        cells = [metrics[s]["tasks"].get(key, {}) for s in systems]
+        names = _report_metrics(key) or tuple(dict.fromkeys(
+            n for c in cells for n, v in c.items() if n != "n" and isinstance(v, (int, float))))
+        for name in ("n", *names):
+            values = [c.get(name) for c in cells]
             if any(v is not None for v in values):
                 rows.append([key, name, *values])
     faith = []
     for key in keys:
-        if key.startswith("verification/"):
+        if any("faithfulness" in metrics[s]["tasks"].get(key, {}) for s in systems):
             for name in ("hallucinated_claim_rate", "supported_claim_rate", "claims_per_explanation",
                          "explanations_with_hallucination"):
                 faith.append([key, name, *[metrics[s]["tasks"].get(key, {}).get("faithfulness", {}).get(name)

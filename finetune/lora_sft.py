@@ -132,6 +132,7 @@ def load_rows(dataset: str, split: str, tasks: list[str] | None):
 
 
 def run(cfg: SFTConfig, resume: bool) -> Path:
+    from facellm.data.build import built_tasks
     from facellm.evaluation import quick_eval
     from facellm.models import get_model_spec, load_model
     from facellm.models.lora import check_targets, lora_config, lora_targets, merge_adapter
@@ -147,8 +148,9 @@ def run(cfg: SFTConfig, resume: bool) -> Path:
                                      dropout=cfg.lora.dropout))
     config = TrainConfig(output_dir=cfg.output_dir, resume=resume,
                          **{**asdict(cfg.train), **_lora_kwargs(cfg.lora), "lora_target_modules": targets})
+    tasks = built_tasks(cfg.dataset)  # validation scores with the tasks the rows were built with
     train(model, processor, train_rows, config, eval_rows=eval_rows,
-          eval_fn=lambda m, p, rows: quick_eval(m, p, rows, cfg.eval.max_tokens))
+          eval_fn=lambda m, p, rows: quick_eval(m, p, rows, cfg.eval.max_tokens, tasks))
     if cfg.merge:
         merge_adapter(_base_dir(cfg.model), cfg.output_dir, Path(cfg.output_dir) / "merged")
     return Path(cfg.output_dir)

@@ -57,10 +57,16 @@ def test_format_lr(log10_lr, text):
 # ---------------------------------------------------------------- calibration
 
 
-def _llr_records(rng: np.random.Generator, n: int) -> list[dict]:
+def _llr_records(rng: np.random.Generator, n: int) -> list:
+    from facellm.tasks.base import PairLLRs, Record
+
     labels = rng.integers(0, 2, n)
-    return [{"id": f"pair-{i}", "label": bool(y), "llr_answer": float(rng.normal(1.5 if y else -1.5, 1.0)),
-             "fr_score": None} for i, y in enumerate(labels)]
+    out = []
+    for i, y in enumerate(labels):
+        llr = float(rng.normal(1.5 if y else -1.5, 1.0))
+        out.append(Record(f"pair-{i}", "verification", "score", "", "", bool(y), None, False, 0.0,
+                          {"fr_score": None, "explanation": ""}, llrs=PairLLRs(llr / 2, llr, llr / 2)))
+    return out
 
 
 def test_calibrators_json_reproduces_what_eval_calibrated(tmp_path):
@@ -72,7 +78,7 @@ def test_calibrators_json_reproduces_what_eval_calibrated(tmp_path):
     rng = np.random.default_rng(0)
     test, cal = _llr_records(rng, 40), _llr_records(rng, 60)
     for r in (*test, *cal):
-        r["fr_score"] = float(rng.uniform(0.4, 0.8))
+        r.values["fr_score"] = float(rng.uniform(0.4, 0.8))
     systems = lr_systems(test, cal, None)
     metrics = {"base": {"adapter": None, "lr": {"score": systems}, "fusion": {"score": fusion_metrics(systems)}},
                "lora": {"adapter": "facellm-lora", "merged": True, "lr": {"images_only": systems}, "fusion": {}}}
@@ -80,15 +86,15 @@ def test_calibrators_json_reproduces_what_eval_calibrated(tmp_path):
     loaded = calibrators.load(path)
     assert set(loaded.calibrations) == {("base", "score"), ("facellm-lora", "images_only")}
     calibration = loaded.calibrations["facellm-lora", "images_only"]
-    assert [calibration.apply(r["llr_answer"]) for r in test] == pytest.approx(
+    assert [calibration.apply(r.llrs.answer) for r in test] == pytest.approx(
         systems["answer"].calibrated["logistic"].tolist())
     assert "validation" in calibration.source and str(path) in calibration.source
     assert set(loaded.fusions) == {("base", "score")}
     saved = json.loads(path.read_text())["systems"]["lora"]
     assert saved["merged"] is True
     assert saved["calibrations"]["images_only"]["answer"]["n"] == 60
-    assert saved["calibrations"]["images_only"]["answer"]["n_mated"] == sum(r["label"] for r in cal)
-    assert set(saved["calibrations"]["images_only"]) == {"answer", "fr_score"}
+    assert saved["calibrations"]["images_only"]["answer"]["n_mated"] == sum(r.label for r in cal)
+    assert set(saved["calibrations"]["images_only"]) == {"verdict", "answer", "explanation", "fr_score"}
 
 
 def test_a_report_or_a_file_without_calibrations_is_refused_with_what_to_give(tmp_path):
@@ -161,10 +167,10 @@ def test_verify_matches_eval(hf_backend, pair, adapter):
                       dataclasses.replace(second, image=aligned[1]), same=False)
     [conversation] = VerificationTask().conversations(sample, random.Random(0), ("images_only",))
     record = _eval_record(hf_backend, dataclasses.replace(conversation, prompt=result.prompt), adapter, 48)
-    assert result.reply == record["response"]
-    assert result.verdict == record["prediction"]
-    assert result.explanation == record["explanation"]
-    assert result.llr == pytest.approx(record["llr_answer"], abs=1e-9)
+    assert result.reply == record.response
+    assert result.verdict == record.prediction
+    assert result.explanation == record.values["explanation"]
+    assert result.llr == pytest.approx(record.llrs.answer, abs=1e-9)
 
 
 def test_verify_calibrates_and_uses_the_score_variant(hf_backend, pair):

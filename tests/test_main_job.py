@@ -64,7 +64,7 @@ def test_main_job_small(tmp_path):
     assert {("base", "score"), ("facellm-lora", "score")} <= set(loaded.fusions)
     samples = [json.loads(line) for line in (report_dir / "samples.jsonl").read_text().splitlines()]
     verification = [s for s in samples if s["task"] == "verification"]
-    assert verification and all("llr_answer" in s and "claims" in s for s in verification)
+    assert verification and all(s["llrs"] is not None and "claims" in s["values"] for s in verification)
     html = (report_dir / "report.html").read_text()
     assert "Likelihood-ratio metrics" in html and "plots/lr_lora_score.png" in html
     assert (report_dir / "plots" / "lr_lora_score.png").stat().st_size > 10_000

@@ -2,9 +2,9 @@
 
 from facellm.tasks.age import AgeTask
 from facellm.tasks.attributes import AttributeTask
+from facellm.tasks.base import Conversation, Task, sample_rng
 from facellm.tasks.caption import CaptionTask
 from facellm.tasks.demographics import AgeGroupTask, GenderTask
-from facellm.tasks.base import Conversation, Task, sample_rng
 from facellm.tasks.expression import ExpressionTask
 from facellm.tasks.verification import VerificationTask
 

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from facellm import metrics as M
 from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import FaceRecord, Sample
-from facellm.tasks.base import Conversation
+from facellm.tasks.base import (
+    Aggregation,
+    Conversation,
+    Record,
+    Scored,
+    TaskDefaults,
+    parse_rate,
+)
 
 YESNO_PROMPTS = (
     "{question} Answer yes or no.",
@@ -41,9 +52,27 @@ def binary_labels(record: FaceRecord) -> dict[str, bool]:
             if isinstance(record.attributes.get(k), bool)}
 
 
-class AttributeTask:
+def per_attribute_accuracy(rs: Sequence[Record]) -> dict[str, float]:
+    """Accuracy of each attribute over the records that ask it (yes/no) or list it (describe)
+    (`facellm.metrics.per_attribute_accuracy` on their ground truth and answers)."""
+    truths, preds = [], []
+    for r in rs:
+        if isinstance(r.label, dict):  # describe: every attribute at once
+            truths.append(r.label)
+            preds.append(r.prediction or {})
+        else:
+            truths.append({r.values["attribute"]: r.label})
+            preds.append({} if r.prediction is None else {r.values["attribute"]: r.prediction})
+    return M.per_attribute_accuracy(truths, preds)
+
+
+class AttributeTask(TaskDefaults):
+    """Metrics per variant ("attributes/yesno", "attributes/describe"): mean over attributes of
+    each attribute's accuracy, and exact match (a describe answer right on every attribute)."""
+
     name = "attributes"
     variants = ("yesno", "describe")
+    report_metrics = ("mean_accuracy", "exact_match", "parse_rate")
 
     def __init__(self, questions_per_sample: int = 1):
         self.questions_per_sample = questions_per_sample
@@ -82,14 +111,35 @@ class AttributeTask:
             return parse_yes_no(response)
         return parse_attribute_lines(response)
 
-    def score(self, parsed: Any, conversation: Conversation) -> dict[str, Any]:
+    def score(self, parsed: Any, conversation: Conversation) -> Scored:
         extras = conversation.extras
         if "attribute" in extras:
-            return {"attribute": extras["attribute"], "label": extras["label"], "prediction": parsed,
-                    "correct": parsed is not None and parsed == extras["label"]}
-        per = {k: parsed.get(k) == v for k, v in extras["labels"].items()}
-        return {"labels": extras["labels"], "prediction": parsed, "per_attribute": per,
-                "correct": all(per.values())}
+            correct = parsed is not None and parsed == extras["label"]
+            return Scored(extras["label"], parsed, correct, float(correct), {"attribute": extras["attribute"]})
+        right = [parsed.get(k) == v for k, v in extras["labels"].items()]
+        return Scored(extras["labels"], parsed, all(right), float(np.mean(right)) if right else 0.0)
+
+    def metric_group(self, variant: str) -> str:
+        return f"{self.name}/{'yesno' if variant.startswith('yesno') else variant}"
+
+    def aggregations(self) -> dict[str, Aggregation]:
+        def parsed_share(rs: Sequence[Record]) -> float:  # describe: an answer with no attribute line is unparsed
+            return parse_rate(rs) if rs[0].variant.startswith("yesno") else float(np.mean([bool(r.prediction) for r in rs]))
+
+        return {"mean_accuracy": lambda rs: M.mean_accuracy(per_attribute_accuracy(rs)),
+                "per_attribute": per_attribute_accuracy, "exact_match": lambda rs: float(np.mean([r.correct for r in rs])),
+                "parse_rate": parsed_share}
+
+    def prompt_variant(self, prompt: str) -> str | None:
+        if prompt in DESCRIBE_PROMPTS:
+            return "describe"
+        questions = {a.question for a in BINARY_ATTRIBUTES.values()}
+        return "yesno" if any(p.format(question=q) == prompt for p in YESNO_PROMPTS for q in questions) else None
+
+    def answer_text(self, parsed: Any) -> str:
+        if isinstance(parsed, dict):
+            return ", ".join(f"{attribute_label(k)} {'yes' if v else 'no'}" for k, v in parsed.items()) or "none parseable"
+        return "not parseable" if parsed is None else ("yes" if parsed else "no")
 
 
 def parse_yes_no(text: str) -> bool | None:

@@ -17,11 +17,10 @@ them from pre-training; without them those tokens keep random embeddings and out
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import EXPRESSIONS, FacePair, FaceRecord, Sample
-from facellm.tasks.base import Conversation
+from facellm.tasks.base import Conversation, Scored, TaskDefaults
 from facellm.tasks.expression import CUES
 from facellm.tasks.verification import HAIR_KEYS
 
@@ -72,7 +71,9 @@ def pair_caption(pair: FacePair) -> str:
     return f"Same: {', '.join(same) or 'nothing'}. Different: {', '.join(diff) or 'nothing'}."
 
 
-class CaptionTask:
+class CaptionTask(TaskDefaults):
+    """Scored by exact match with the target (a pre-training task; not asked in the chat)."""
+
     name = "caption"
     variants = ("single", "pair", "glossary")
 
@@ -103,5 +104,6 @@ class CaptionTask:
     def parse(self, response: str, conversation: Conversation) -> str:
         return response.strip()
 
-    def score(self, parsed: str, conversation: Conversation) -> dict[str, Any]:
-        return {"correct": parsed == conversation.target.strip()}
+    def score(self, parsed: str, conversation: Conversation) -> Scored:
+        correct = parsed == conversation.target.strip()
+        return Scored(conversation.target.strip(), parsed, correct, float(correct))

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
 
 from facellm.schema import FaceRecord, Sample
-from facellm.tasks.base import Conversation
+from facellm.tasks.base import (
+    CLASSIFICATION_REPORT,
+    Aggregation,
+    Conversation,
+    Scored,
+    TaskDefaults,
+    classification,
+)
 
 AGE_GROUPS: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
 _GROUP_ENDS = (3, 10, 20, 30, 40, 50, 60, 70)  # exclusive upper ends of all groups but "70+"
@@ -59,14 +65,16 @@ def gender_label(record: FaceRecord) -> str | None:
     return gender if gender in GENDERS else None
 
 
-class _LabelTask:
+class _LabelTask(TaskDefaults):
     """One label of a face, asked with one of `prompts`, answered "<prefix> <label>", scored by
-    exact match; applies to the records `label_of` finds a label on."""
+    exact match against one of `classes`; applies to the records `label_of` finds a label on."""
 
     name: str
     variants: tuple[str, ...]  # one: the registry lists it from the class
     prompts: tuple[str, ...]
     prefix: str
+    classes: tuple[str, ...]
+    report_metrics = CLASSIFICATION_REPORT
 
     def label_of(self, record: FaceRecord) -> str | None:
         raise NotImplementedError
@@ -83,15 +91,21 @@ class _LabelTask:
         return [Conversation(sample.id, self.name, self.variants[0], rng.choice(self.prompts), f"{self.prefix} {label}",
                              [sample.image], {"label": label})]
 
-    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
+    def score(self, parsed: str | None, conversation: Conversation) -> Scored:
         label = conversation.extras["label"]
-        return {"label": label, "prediction": parsed, "correct": parsed == label}
+        return Scored(label, parsed, parsed == label, float(parsed == label))
+
+    def aggregations(self) -> dict[str, Aggregation]:
+        return classification(self.classes)
+
+    def prompt_variant(self, prompt: str) -> str | None:
+        return self.variants[0] if prompt in self.prompts else None
 
 
 class AgeGroupTask(_LabelTask):
     """Age group (FairFace's 9 bins) of a FairFace or UTKFace face; scored by accuracy."""
 
-    name, variants, prompts, prefix = "age_group", ("bins",), AGE_GROUP_PROMPTS, "Age group:"
+    name, variants, prompts, prefix, classes = "age_group", ("bins",), AGE_GROUP_PROMPTS, "Age group:", AGE_GROUPS
 
     def label_of(self, record: FaceRecord) -> str | None:
         return age_group_label(record)
@@ -103,7 +117,7 @@ class AgeGroupTask(_LabelTask):
 class GenderTask(_LabelTask):
     """Gender label (male / female) of a FairFace or UTKFace face; scored by accuracy."""
 
-    name, variants, prompts, prefix = "gender", ("binary",), GENDER_PROMPTS, "Gender:"
+    name, variants, prompts, prefix, classes = "gender", ("binary",), GENDER_PROMPTS, "Gender:", GENDERS
 
     def label_of(self, record: FaceRecord) -> str | None:
         return gender_label(record)

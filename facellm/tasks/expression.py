@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
 
+from facellm import metrics as M
 from facellm.schema import EXPRESSIONS, FaceRecord, Sample
-from facellm.tasks.base import Conversation
+from facellm.tasks.base import (
+    Aggregation,
+    Conversation,
+    Scored,
+    TaskDefaults,
+    classification,
+)
 
 CUES: dict[str, str] = {
     "neutral": "the mouth is a relaxed straight line and the eyebrows are level",
@@ -37,9 +43,10 @@ _SYNONYMS = {"happiness": "happy", "sadness": "sad", "surprised": "surprise", "f
              "afraid": "fear", "disgusted": "disgust", "angry": "anger", "calm": "neutral"}
 
 
-class ExpressionTask:
+class ExpressionTask(TaskDefaults):
     name = "expression"
     variants = ("reason",)
+    report_metrics = ("accuracy", "macro_f1", "uar", "war", "parse_rate")
 
     def applies_to(self, sample: Sample) -> bool:
         return isinstance(sample, FaceRecord) and sample.expression in EXPRESSIONS
@@ -54,9 +61,16 @@ class ExpressionTask:
     def parse(self, response: str, conversation: Conversation) -> str | None:
         return parse_expression(response)
 
-    def score(self, parsed: str | None, conversation: Conversation) -> dict[str, Any]:
+    def score(self, parsed: str | None, conversation: Conversation) -> Scored:
         label = conversation.extras["label"]
-        return {"label": label, "prediction": parsed, "correct": parsed == label}
+        return Scored(label, parsed, parsed == label, float(parsed == label))
+
+    def aggregations(self) -> dict[str, Aggregation]:
+        return {**classification(EXPRESSIONS),
+                "war": lambda rs: M.war([r.label for r in rs], [r.prediction for r in rs])}
+
+    def prompt_variant(self, prompt: str) -> str | None:
+        return "reason" if prompt in PROMPTS else None
 
 
 def parse_expression(text: str) -> str | None:

@@ -18,15 +18,27 @@ Pairs without any annotation get "Not annotated." similarities and differences.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from facellm import metrics as M
 from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import FacePair, Sample
-from facellm.tasks.base import Conversation
+from facellm.tasks.base import (
+    Aggregation,
+    Conversation,
+    Record,
+    Scored,
+    TaskDefaults,
+    accuracy,
+    parse_rate,
+)
 
 # Attributes that change between photos of one person; the others count as identity evidence.
 IMAGE_LEVEL = frozenset({"eyeglasses", "wearing_hat", "wearing_earrings", "wearing_lipstick", "smiling",
@@ -106,9 +118,14 @@ def decision_threshold(scores: np.ndarray, same: np.ndarray, fmr: float = 0.01) 
     return float(impostors[len(impostors) - k - 1] + 1e-6) if k < len(impostors) else float(impostors[0])
 
 
-class VerificationTask:
+class VerificationTask(TaskDefaults):
+    """Metrics per prompt variant ("verification/score"): verdict accuracy; AUC, EER and TMR of
+    the answer LLR when likelihood scoring ran; the faithfulness of the explanations' attribute
+    claims against ground truth; their self-consistency when it ran."""
+
     name = "verification"
     variants = ("images_only", "score", "score_decision")
+    report_metrics = ("accuracy", "auc", "eer", "tmr_at_fmr_1e2", "tmr_at_fmr_1e3", "parse_rate")
 
     def __init__(self, threshold: float = 0.5):
         self.threshold = threshold
@@ -167,10 +184,91 @@ class VerificationTask:
     def parse(self, response: str, conversation: Conversation) -> dict[str, Any]:
         return parse_verification(response)
 
-    def score(self, parsed: dict[str, Any], conversation: Conversation) -> dict[str, Any]:
-        same = conversation.extras["same"]
-        verdict = parsed["verdict"]
-        return {"label": same, "prediction": verdict, "correct": verdict is not None and (verdict == "Match") == same}
+    def score(self, parsed: dict[str, Any], conversation: Conversation) -> Scored:
+        """values: fr_score and fr_threshold (the pair's FR score and the decision threshold,
+        when the dataset has them), explanation (everything after the verdict line), claims
+        (its attribute claims against ground truth: supported / hallucinated / unverifiable)."""
+        extras = conversation.extras
+        same, verdict = extras["same"], parsed["verdict"]
+        correct = verdict is not None and (verdict == "Match") == same
+        check = M.score_claims(M.parse_claims(parsed["explanation"], faces=2), extras["truth_first"],
+                               extras["truth_second"])
+        return Scored(same, verdict, correct, float(correct),
+                      {"fr_score": extras.get("fr_score"), "fr_threshold": extras.get("threshold"),
+                       "explanation": parsed["explanation"], "claims": asdict(check.counts())})
+
+    def metric_group(self, variant: str) -> str:
+        return f"{self.name}/{variant}"
+
+    def aggregations(self) -> dict[str, Aggregation]:
+        return {"accuracy": accuracy, "parse_rate": parse_rate,
+                **{name: _on_answer_llr(fn) for name, fn in (
+                    ("auc", M.roc_auc), ("eer", M.eer), ("tmr_at_fmr_1e2", lambda y, s: M.tmr_at_fmr(y, s, 1e-2)),
+                    ("tmr_at_fmr_1e3", lambda y, s: M.tmr_at_fmr(y, s, 1e-3)))},
+                "faithfulness": faithfulness, "self_consistency": self_consistency}
+
+    def prompt_variant(self, prompt: str) -> str | None:
+        if not any(prompt.startswith(p) for p in PROMPTS):
+            return None
+        if "[Model Scores]" not in prompt:
+            return "images_only"
+        return "score_decision" if '"Match"]' in prompt or '"Non-Match"]' in prompt else "score"
+
+    def answer_text(self, parsed: dict[str, Any]) -> str:
+        return parsed["verdict"] or "no verdict"
+
+
+def _on_answer_llr(metric: Any) -> Aggregation:
+    """`metric(labels, scores)` on the answer LLRs; None without them or without both classes."""
+    def aggregate(rs: Sequence[Record]) -> float | None:
+        labels = np.array([r.label for r in rs], dtype=int)
+        if any(r.llrs is None for r in rs) or len(set(labels)) < 2:
+            return None
+        return metric(labels, np.array([r.llrs.answer for r in rs]))
+    return aggregate
+
+
+def faithfulness(rs: Sequence[Record]) -> dict[str, float]:
+    """Pooled claim rates over the records' explanations (facellm.metrics' rates on their claim
+    counts); nan for no records."""
+    if not rs:
+        return dict.fromkeys(("hallucinated_claim_rate", "supported_claim_rate", "claims_per_explanation",
+                              "explanations_with_hallucination"), math.nan)
+    counts = [M.ClaimCounts(**r.values["claims"]) for r in rs]
+    return {"hallucinated_claim_rate": M.hallucinated_claim_rate(counts),
+            "supported_claim_rate": M.supported_claim_rate(counts),
+            "claims_per_explanation": M.claims_per_explanation(counts),
+            "explanations_with_hallucination": M.hallucinating_explanation_rate(counts)}
+
+
+def self_consistency(rs: Sequence[Record]) -> dict[str, Any] | None:
+    """Pooled self-consistency of explanations (`Record.self_check`; None unless every record
+    has it): self_contradiction_rate (contradicted / checkable claims), not_checkable_rate
+    (claims the model's own answers do not cover / all claims),
+    explanations_with_same_value_difference; beside them the ground-truth hallucinated_claim_rate
+    and the per-claim agreement of the two (`ClaimAgreement`) over the claims both can check, and
+    how the per-explanation rates track each other (`Tracking`)."""
+    if not rs or any(r.self_check is None for r in rs):
+        return None
+    checks = [r.self_check for r in rs]
+    totals = {k: sum(getattr(c, k) for c in checks) for k in ("consistent", "contradicted", "not_checkable")}
+    checkable, n = totals["consistent"] + totals["contradicted"], sum(totals.values())
+    counts = {k: sum(c.agreement[k] for c in checks) for k in ("both", "self_only", "truth_only", "neither")}
+    per = [((a["both"] + a["self_only"]) / n_a, (a["both"] + a["truth_only"]) / n_a)
+           for a in (c.agreement for c in checks) if (n_a := sum(a.values()))]
+    per_explanation = M.tracking([p[0] for p in per], [p[1] for p in per])
+    return {"n_claims": n, **{f"n_{k}": v for k, v in totals.items()},
+            "self_contradiction_rate": totals["contradicted"] / checkable if checkable else math.nan,
+            "not_checkable_rate": totals["not_checkable"] / n if n else math.nan,
+            "explanations_with_same_value_difference": float(np.mean([c.same_value_differences > 0 for c in checks])),
+            "hallucinated_claim_rate": faithfulness(rs)["hallucinated_claim_rate"],
+            "agreement": claim_agreement(counts)._asdict(), "per_explanation": per_explanation._asdict()}
+
+
+def claim_agreement(counts: Mapping[str, int]) -> M.ClaimAgreement:
+    """ClaimAgreement of the counts "both" / "self_only" / "truth_only" / "neither"."""
+    return M.claim_agreement([(True, True)] * counts["both"] + [(True, False)] * counts["self_only"]
+                             + [(False, True)] * counts["truth_only"] + [(False, False)] * counts["neither"])
 
 
 # tolerant of markdown emphasis ("**Match Verdict:** Match"), which chat models often add

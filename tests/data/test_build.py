@@ -354,5 +354,5 @@ def test_evaluation_scores_with_the_task_arguments_the_build_recorded(tmp_path):
     tasks = built_tasks(out)
     assert tasks["attributes"].questions_per_sample == 3 and tasks["verification"].threshold == 0.61
     row = next(r for split in load_built(out).values() for r in split if r["task"] == "attributes")
-    assert score_row(row, row["messages"][1]["content"][0]["text"], tasks)["correct"] is True
+    assert score_row(row, row["messages"][1]["content"][0]["text"], tasks).correct is True
     assert built_tasks(tmp_path / "nothing-built-here") == {}

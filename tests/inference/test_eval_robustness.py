@@ -175,7 +175,7 @@ def test_resume_on_the_real_server_keeps_finished_records(dataset, tmp_path, ser
     assert facellm_eval(*args).returncode == 0
     full = samples_jsonl(out)
     assert len(full) == 2 * (N_TEST_ROWS + N_CAL_ROWS)
-    assert all("llr_answer" in r for r in full if r["task"] == "verification")
+    assert all(r["llrs"] is not None for r in full if r["task"] == "verification")
     # An interruption half-way through lora's test split: its later records and all of its
     # calibration records are missing; a record kept is marked so that a regenerated one shows.
     test_log = out / "records/lora/test.jsonl"
@@ -193,8 +193,8 @@ def test_resume_on_the_real_server_keeps_finished_records(dataset, tmp_path, ser
             assert after["response"] == "KEPT"
         else:
             assert after["response"] == before["response"]
-            if "llr_answer" in before:
-                assert after["llr_answer"] == pytest.approx(before["llr_answer"], abs=1e-3)
+            if before["llrs"] is not None:
+                assert after["llrs"]["answer"] == pytest.approx(before["llrs"]["answer"], abs=1e-3)
 
 
 def test_the_model_files_stamp_follows_content_not_modification_times(tmp_path):

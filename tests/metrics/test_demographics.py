@@ -9,20 +9,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facellm.evaluation import MIXED, LRSystem, demographic_metrics, face_groups, group_metrics, row_context
+from facellm.evaluation import MIXED, LRSystem, demographic_metrics, face_groups, group_metrics, row_groups, score_row
 from facellm.metrics.demographics import match_rates, max_min_ratio
+from facellm.tasks.base import Record
 
 
-def pair(i: int, tone: str, same: bool, verdict: str, fr: float, hallucinated: int, supported: int) -> dict:
-    return {"id": f"pair-{i}", "task": "verification", "variant": "score", "label": same, "prediction": verdict,
-            "correct": (verdict == "Match") == same, "fr_score": fr, "fr_threshold": 0.6,
-            "claims": {"supported": supported, "hallucinated": hallucinated, "unverifiable": 0},
-            "groups": {"skin_tone": tone}}
+def pair(i: int, tone: str, same: bool, verdict: str, fr: float, hallucinated: int, supported: int) -> Record:
+    correct = (verdict == "Match") == same
+    return Record(f"pair-{i}", "verification", "score", "", "", same, verdict, correct, float(correct),
+                  {"fr_score": fr, "fr_threshold": 0.6, "explanation": "",
+                   "claims": {"supported": supported, "hallucinated": hallucinated, "unverifiable": 0}},
+                  groups={"skin_tone": tone})
 
 
-def face(i: int, tone: str, label: str, prediction: str) -> dict:
-    return {"id": f"face-{i}", "task": "expression", "variant": "plain", "label": label, "prediction": prediction,
-            "correct": label == prediction, "groups": {"skin_tone": tone}}
+def face(i: int, tone: str, label: str, prediction: str) -> Record:
+    return Record(f"face-{i}", "expression", "reason", "", "", label, prediction, label == prediction,
+                  float(label == prediction), groups={"skin_tone": tone})
 
 
 # dark: 2 mated (1 rejected by the verdict), 2 non-mated (1 accepted); light: 2 mated, 2 non-mated, no errors
@@ -65,7 +67,7 @@ def test_ratios_leave_out_mixed_pairs_and_counts():
 
 
 def test_cllr_per_group_from_the_calibrated_llrs():
-    ids = [r["id"] for r in TABLE if r["task"] == "verification"]
+    ids = [r.id for r in TABLE if r.task == "verification"]
     llrs = np.array([1.0, -0.5, 0.5, -2.0, 2.0, 1.5, -1.0, -0.2, 0.3])
     nothing = np.zeros(0)
     lr = {"score": {"answer": LRSystem(llrs, nothing, nothing, nothing, {"logistic": llrs}, {}, ids)}}
@@ -77,7 +79,7 @@ def test_cllr_per_group_from_the_calibrated_llrs():
 
 
 def test_one_group_is_no_differential():
-    assert demographic_metrics([r for r in TABLE if r["groups"]["skin_tone"] == "dark"]) == {}
+    assert demographic_metrics([r for r in TABLE if r.groups["skin_tone"] == "dark"]) == {}
     assert group_metrics([])["n_rows"] == 0
 
 
@@ -105,7 +107,7 @@ def test_face_groups_of_each_dataset_layout():
     assert face_groups({"age": 85.0}) == {"age": "70+"} and face_groups({}) == {}
 
 
-def test_row_context_reads_groups_from_built_rows(tmp_path):
+def test_groups_and_threshold_come_from_built_rows(tmp_path):
     from facellm.data.build import build_dataset, load_built
     from facellm.schema import FacePair, FaceRecord
     from facellm.tasks import ExpressionTask, VerificationTask
@@ -121,8 +123,10 @@ def test_row_context_reads_groups_from_built_rows(tmp_path):
     build_dataset(samples, {"expression": (ExpressionTask(), None), "verification": (VerificationTask(0.55), None)},
                   tmp_path, splits=("test",), progress=False)
     rows = load_built(tmp_path)["test"]
-    context = {row["id"]: row_context(row) for row in rows}
-    assert context["t/test/0#expression#reason"] == {"groups": {"age_group": "young", "skin_tone": "dark"}}
-    same = context["t/test/pair-0-1#verification#images_only"]
-    assert same == {"groups": {"age_group": "young", "skin_tone": "dark"}, "fr_threshold": 0.55}
-    assert context["t/test/pair-1-2#verification#score"]["groups"] == {"age_group": "young", "skin_tone": MIXED}
+    groups = {row["id"]: row_groups(row) for row in rows}
+    assert groups["t/test/0#expression#reason"] == {"age_group": "young", "skin_tone": "dark"}
+    assert groups["t/test/pair-0-1#verification#images_only"] == {"age_group": "young", "skin_tone": "dark"}
+    assert groups["t/test/pair-1-2#verification#score"] == {"age_group": "young", "skin_tone": MIXED}
+    row = next(r for r in rows if r["id"] == "t/test/pair-1-2#verification#score")
+    record = score_row(row, "Match Verdict: Non-Match\nSimilarities: none.")
+    assert record.values["fr_threshold"] == 0.55 and record.values["fr_score"] == pytest.approx(0.3)

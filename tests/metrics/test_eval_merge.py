@@ -55,9 +55,9 @@ def test_merged_adapter_gives_the_adapter_records(tiny_model_dir, tiny_adapters,
     assert a.keys() == b.keys() and len(a) == 6 + 6 + 6  # test: 6 faces, 6 pairs; calibration: 6 pairs
     for key, rec in a.items():
         assert rec["response"] == b[key]["response"], key
-        for field in ("llr_verdict", "llr_answer", "llr_explanation"):
-            if field in rec:
-                assert abs(rec[field] - b[key][field]) < 1e-4, (key, field, rec[field], b[key][field])
+        assert (rec["llrs"] is None) == (b[key]["llrs"] is None) == (rec["task"] != "verification"), key
+        for field, value in (rec["llrs"] or {}).items():
+            assert abs(value - b[key]["llrs"][field]) < 1e-4, (key, field, value, b[key]["llrs"][field])
     metrics = json.loads((merged / "metrics.json").read_text())["lora"]
     assert metrics["merged"] is True and metrics["adapter"] == "lora_b"
     assert json.loads((plain / "metrics.json").read_text())["lora"]["merged"] is False

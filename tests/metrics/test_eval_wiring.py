@@ -73,9 +73,10 @@ def test_eval_writes_fusion_tmr_separability_and_demographics(tiny_model_dir, tm
     # self-consistency, on by default: one describe question per face the test explanations claim about
     tests = [r for r in samples_jsonl if r["task"] == "verification" and r["split"] == "test"]
     claimed = {(r["id"].split("#")[0], face) for r in tests
-               for c in M.parse_claims(r["explanation"], faces=2) for face, _ in M.claim_facts(c)}
+               for c in M.parse_claims(r["values"]["explanation"], faces=2) for face, _ in M.claim_facts(c)}
     assert metrics["self_consistency"] == {"mode": "describe", "requests": len(claimed)}
-    assert all("self_claims" in r and "claim_agreement" in r for r in tests)
+    assert all(r["self_check"] is not None for r in tests)
     sc = metrics["tasks"]["verification/score"]["self_consistency"]
-    assert sc["n_claims"] == sum(sum(r["self_claims"].values()) for r in tests if r["variant"] == "score")
+    assert sc["n_claims"] == sum(r["self_check"]["consistent"] + r["self_check"]["contradicted"]
+                                 + r["self_check"]["not_checkable"] for r in tests if r["variant"] == "score")
     assert "## Self-consistency of verification explanations" in report

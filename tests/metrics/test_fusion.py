@@ -12,9 +12,10 @@ from scipy.optimize import minimize
 
 from facellm.evaluation import fusion_metrics, lr_systems
 from facellm.metrics.lr import LogisticFusion, cllr, cllr_drop
+from facellm.tasks.base import PairLLRs, Record
 
 
-def pairs(rng: np.random.Generator, n: int, explanation: str) -> list[dict]:
+def pairs(rng: np.random.Generator, n: int, explanation: str) -> list[Record]:
     """Verification records: an FR score that separates the classes; an explanation LLR that is
     random ("random"), or evidence independent of the score ("informative")."""
     labels = rng.integers(0, 2, n)
@@ -22,8 +23,8 @@ def pairs(rng: np.random.Generator, n: int, explanation: str) -> list[dict]:
     for i, y in enumerate(labels):
         fr = float(np.clip(rng.normal(0.62 if y else 0.5, 0.05), 0, 1))
         llr = float(rng.normal(0, 1)) if explanation == "random" else float(rng.normal(1.0 if y else -1.0, 1.0))
-        out.append({"id": f"p{i}", "label": bool(y), "fr_score": fr, "llr_verdict": llr, "llr_answer": llr,
-                    "llr_explanation": llr})
+        out.append(Record(f"p{i}", "verification", "score", "", "", bool(y), None, False, 0.0,
+                          {"fr_score": fr, "explanation": ""}, llrs=PairLLRs(llr, llr, llr)))
     return out
 
 
@@ -47,8 +48,8 @@ def hand_fusion(x: np.ndarray, y: np.ndarray, C: float = 1.0) -> tuple[np.ndarra
 def test_fusion_matches_the_hand_computation():
     rng = np.random.default_rng(0)
     recs = pairs(rng, 400, "informative")
-    x = np.array([[r["fr_score"], r["llr_answer"]] for r in recs])
-    y = np.array([r["label"] for r in recs], dtype=int)
+    x = np.array([[r.values["fr_score"], r.llrs.answer] for r in recs])
+    y = np.array([r.label for r in recs], dtype=int)
     fusion = LogisticFusion().fit(x, y)
     w, b = hand_fusion(x, y)
     # sklearn's lbfgs stops at its default tolerance (1e-4): agreement to ~1e-3
@@ -106,7 +107,7 @@ def test_no_fr_score_no_fusion():
     rng = np.random.default_rng(3)
     test, cal = pairs(rng, 50, "random"), pairs(rng, 50, "random")
     for r in (*test, *cal):
-        r["fr_score"] = None
+        r.values["fr_score"] = None
     assert fusion_metrics(lr_systems(test, cal, None)) == {}
 
 

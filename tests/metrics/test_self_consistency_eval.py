@@ -79,22 +79,25 @@ def test_own_answers_are_asked_once_per_claimed_face_and_resume(setting, tmp_pat
     add_self_consistency(rows, records, answers)
     for row, rec in zip(rows, records):
         pair = row["id"].split("#")[0]
-        claims = M.parse_claims(rec["explanation"], faces=2)
+        claims = M.parse_claims(rec.values["explanation"], faces=2)
         own = M.self_check(claims, answers.get((pair, 0), {}), answers.get((pair, 1), {}))
-        assert rec["self_claims"] == {"consistent": len(own.consistent), "contradicted": len(own.contradicted),
-                                      "not_checkable": len(own.not_checkable)}
-        assert rec["same_value_differences"] == (1 if pair == "t/test/pair-0-1" else 0)  # "a beard ... a beard"
-        assert sum(rec["claim_agreement"].values()) <= len(claims)
+        check = rec.self_check
+        assert (check.consistent, check.contradicted, check.not_checkable) == (
+            len(own.consistent), len(own.contradicted), len(own.not_checkable))
+        assert check.same_value_differences == (1 if pair == "t/test/pair-0-1" else 0)  # "a beard ... a beard"
+        assert sum(check.agreement.values()) <= len(claims)
 
 
 def test_pooled_figures_and_tracking_over_cells():
-    from facellm.evaluation import self_consistency, self_consistency_tracking
+    from facellm.evaluation import self_consistency_tracking
+    from facellm.tasks.base import Record, SelfCheck
+    from facellm.tasks.verification import self_consistency
 
     def rec(consistent, contradicted, not_checkable, both, self_only, truth_only, neither, supported, hallucinated):
-        return {"self_claims": {"consistent": consistent, "contradicted": contradicted, "not_checkable": not_checkable},
-                "claim_agreement": {"both": both, "self_only": self_only, "truth_only": truth_only, "neither": neither},
-                "claims": {"supported": supported, "hallucinated": hallucinated, "unverifiable": 0},
-                "same_value_differences": 0}
+        agreement = {"both": both, "self_only": self_only, "truth_only": truth_only, "neither": neither}
+        return Record("p", "verification", "score", "", "", True, "Match", True, 1.0,
+                      {"claims": {"supported": supported, "hallucinated": hallucinated, "unverifiable": 0}},
+                      self_check=SelfCheck(consistent, contradicted, not_checkable, agreement, 0))
 
     rs = [rec(3, 1, 1, 1, 0, 1, 2, 3, 2), rec(1, 1, 0, 1, 0, 0, 1, 1, 1)]
     m = self_consistency(rs)

@@ -51,7 +51,7 @@ def test_fairface_targets(fair):
 def test_targets_parse_back_as_correct(task, utk, fair):
     for record in [*utk.values(), *fair.values()]:
         for conv in task.conversations(record, random.Random(0)):
-            assert task.score(task.parse(conv.target, conv), conv)["correct"] is True
+            assert task.score(task.parse(conv.target, conv), conv).correct is True
 
 
 @pytest.mark.parametrize("task", [AgeGroupTask(), GenderTask()])
@@ -104,7 +104,7 @@ def test_score_rows_and_metrics():
                score_row(row("gender", "male", 2), "cannot tell"),
                score_row(row("age_group", "20-29", 3), "Age group: 20-29"),
                score_row(row("age_group", "70+", 4), "about 65")]
-    assert [r["prediction"] for r in records] == ["female", "female", None, "20-29", "60-69"]
+    assert [r.prediction for r in records] == ["female", "female", None, "20-29", "60-69"]
     metrics = task_metrics(records)
     assert metrics["gender"]["accuracy"] == pytest.approx(1 / 3)
     assert metrics["gender"]["parse_rate"] == pytest.approx(2 / 3)
@@ -118,4 +118,4 @@ def test_scoring_never_raises_on_odd_responses():
     conv = Conversation("s", "gender", "binary", "q", "Gender: male", [], {"label": "male"})
     for text in ("", "???", "Gender:", "1-2-3-4", "age group: 9999-10000"):
         for task in (AgeGroupTask(), GenderTask()):
-            assert task.score(task.parse(text, conv), conv)["correct"] is False
+            assert task.score(task.parse(text, conv), conv).correct is False

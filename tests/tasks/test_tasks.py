@@ -36,7 +36,7 @@ def test_target_parses_back_as_correct(task, sample):
     assert convs, "task produced no conversation"
     for conv in convs:
         assert conv.images and len(conv.images) == (2 if isinstance(sample, FacePair) else 1)
-        assert task.score(task.parse(conv.target, conv), conv)["correct"] is True
+        assert task.score(task.parse(conv.target, conv), conv).correct is True
 
 
 def test_yesno_questions_are_balanced_and_true():
