@@ -51,7 +51,7 @@ def test_main_job_small(tmp_path):
     metrics = json.loads((report_dir / "metrics.json").read_text())
     assert set(metrics) == {"base", "lora"}
     for system in metrics.values():
-        assert {"expression", "attributes", "age", "verification/images_only"} <= set(system["tasks"])
+        assert {"expression", "attributes/yesno", "attributes/describe", "age", "verification/images_only"} <= set(system["tasks"])
         lr = system["lr"]["score"]
         assert {"verdict", "answer", "explanation", "embedding", "fr_score"} <= set(lr)
         for rep in lr.values():  # a random tiny model on 6 pairs: only the ranges are known
