@@ -135,7 +135,7 @@ def evaluation_blocks(metrics: dict[str, Any], out_dir: str | Path) -> list[Bloc
 
 def _report_metrics(key: str) -> tuple[str, ...]:
     """The scalars the task of metric group `key` ("verification/score") declares for the table;
-    an unknown task's: every metric name that has a number."""
+    () for a task the registry does not know (the caller then shows every numeric metric)."""
     from facellm.registry import TASKS
 
     task = TASKS.get(key.split("/", 1)[0])

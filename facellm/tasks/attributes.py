@@ -23,6 +23,7 @@ from facellm.tasks.base import (
     Record,
     Scored,
     TaskDefaults,
+    accuracy,
     parse_rate,
 )
 
@@ -127,7 +128,7 @@ class AttributeTask(TaskDefaults):
             return parse_rate(rs) if rs[0].variant.startswith("yesno") else float(np.mean([bool(r.prediction) for r in rs]))
 
         return {"mean_accuracy": lambda rs: M.mean_accuracy(per_attribute_accuracy(rs)),
-                "per_attribute": per_attribute_accuracy, "exact_match": lambda rs: float(np.mean([r.correct for r in rs])),
+                "per_attribute": per_attribute_accuracy, "exact_match": accuracy,
                 "parse_rate": parsed_share}
 
     def prompt_variant(self, prompt: str) -> str | None:

@@ -52,7 +52,8 @@ class Scored:
     correct: all-or-nothing. score: the share of the answer that is right, in [0, 1] (1.0 / 0.0
     for one-answer tasks; a describe answer's share of attributes right): what training's
     periodic validation averages. values: what else the task's aggregations read per sample
-    (JSON-able: `abs_error`, `per_attribute`, a verification answer's `explanation` ...).
+    (JSON-able: `abs_error`, the `attribute` a yes/no row asks, a verification answer's
+    `explanation` ...).
     """
 
     label: Any
