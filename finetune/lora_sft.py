@@ -41,6 +41,7 @@ class TrainArgs:
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    loss_reduction: Literal["token", "row"] = "token"  # "row": each row's mean over its tokens, then over rows
     seed: int = 0
     save_every: int | None = 250
     keep_last: int = 2

@@ -78,6 +78,10 @@ class TrainConfig:
     lr, warmup, lr_schedule: peak learning rate, linear warm-up steps, decay after warm-up (to 0).
     weight_decay: AdamW decay on matrices (biases and norm weights are never decayed).
     max_grad_norm: clip the global gradient norm to this; None = no clipping.
+    loss_reduction: "token" = the mean over a micro-batch's labelled tokens (transformers'
+        default), so a long answer outweighs a short one; "row" = each row's mean over its own
+        labelled tokens, then the mean over rows, so a one-token answer ("Yes", a verdict) counts
+        as much as a 150-token explanation (measured on the offline default: see README).
     seed: seeds LoRA initialisation, dropout and the data order.
     trainable: "lora" adds adapters (lora_r, lora_alpha, lora_dropout on lora_target_modules,
         a peft regex or list of module names; default: the registry's targets for the model's
@@ -112,6 +116,7 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    loss_reduction: Literal["token", "row"] = "token"
     seed: int = 0
     trainable: Literal["lora", "full"] = "lora"
     lora_r: int = 16
@@ -137,6 +142,8 @@ class TrainConfig:
             raise ValueError("give exactly one of steps and epochs")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.loss_reduction not in ("token", "row"):
+            raise ValueError(f"loss_reduction must be 'token' or 'row', got {self.loss_reduction!r}")
 
 
 def train(
@@ -210,7 +217,8 @@ def train(
     model.train()
     for step in range(start_step + 1, total_steps + 1):
         tick = time.perf_counter()
-        loss, grad_norm = _optimizer_step(accelerator, model, optimizer, batches, c.grad_accum, c.max_grad_norm)
+        loss, grad_norm = _optimizer_step(accelerator, model, optimizer, batches, c.grad_accum, c.max_grad_norm,
+                                          c.loss_reduction)
         scheduler.step()
         window.add(loss, grad_norm, time.perf_counter() - tick)
         bar.update(1)
@@ -290,6 +298,7 @@ def _optimizer_step(
     batches: Iterator[dict[str, torch.Tensor]],
     grad_accum: int,
     max_grad_norm: float | None,
+    reduction: str = "token",
 ) -> tuple[float, float]:
     """One optimizer step over grad_accum micro-batches; (loss averaged over micro-batches and
     processes, global gradient norm before clipping)."""
@@ -297,7 +306,7 @@ def _optimizer_step(
     for _ in range(grad_accum):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
-            loss = labelled_loss(model, batch)
+            loss = labelled_loss(model, batch, reduction)
             accelerator.backward(loss)  # divides by grad_accum
             if accelerator.sync_gradients:
                 norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
@@ -309,17 +318,24 @@ def _optimizer_step(
     return float(mean_loss), grad_norm
 
 
-def labelled_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's causal-LM loss (mean over labelled tokens), with the LM head computed only at
-    positions whose next token is labelled in some row (transformers' logits_to_keep), not at
-    every position: the same value as model(**batch).loss, measured 6-10% faster per step on
-    the offline default (bench/bench_sft.py), and for a 150k-token vocabulary it saves
-    gigabytes of logits the loss never reads."""
+def labelled_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: str = "token") -> torch.Tensor:
+    """The model's causal-LM loss, with the LM head computed only at positions whose next token
+    is labelled in some row (transformers' logits_to_keep), not at every position: with
+    reduction="token" (the mean over labelled tokens) the same value as model(**batch).loss,
+    measured 6-10% faster per step on the offline default (bench/bench_sft.py), and for a
+    150k-token vocabulary it saves gigabytes of logits the loss never reads. reduction="row":
+    the mean over rows of each row's mean over its labelled tokens (TrainConfig.loss_reduction)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     targets = batch["labels"][:, 1:]
     keep = (targets != -100).any(dim=0).nonzero().squeeze(1)
     logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=-100)
+    targets = targets[:, keep]
+    if reduction == "token":
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    per_token = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
+    labelled = (targets != -100).sum(dim=1)
+    rows = labelled > 0
+    return (per_token.sum(dim=1)[rows] / labelled[rows]).mean()
 
 
 @dataclass

@@ -184,3 +184,21 @@ def test_labelled_loss_is_the_models_loss(tiny_model, processor):
     assert (batch["labels"] == -100).float().mean() > 0.3  # prompts and padding are left out
     with torch.no_grad():
         assert float(labelled_loss(tiny_model, batch)) == pytest.approx(float(tiny_model(**batch).loss), abs=1e-6)
+
+
+def test_row_reduction_weighs_every_row_alike(tiny_model, processor):
+    """loss_reduction="row" is the mean of each row's own loss (model(**one_row).loss), which
+    differs from the token mean once rows have answers of different lengths."""
+    from facellm.training.sft import labelled_loss
+
+    collate, batch_rows = VisionChatCollator(processor), rows(3)
+    batch_rows[0]["messages"][1]["content"][0]["text"] = "Match Verdict: Match. The two faces share glasses."
+    batch = collate(batch_rows)
+    lengths = (batch["labels"] != -100).sum(dim=1)
+    assert len(set(lengths.tolist())) > 1
+    with torch.no_grad():
+        own = [float(tiny_model(**collate([r])).loss) for r in batch_rows]
+        row_mean = float(labelled_loss(tiny_model, batch, "row"))
+        token_mean = float(labelled_loss(tiny_model, batch, "token"))
+    assert row_mean == pytest.approx(float(np.mean(own)), abs=1e-5)
+    assert abs(row_mean - token_mean) > 1e-3
