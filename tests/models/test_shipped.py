@@ -53,6 +53,25 @@ def test_shipped_adapter_was_trained_on_the_shipped_base():
         "`facellm models build-default --ship-adapter runs/lora/facellm_tiny`")
 
 
+def test_shipped_adapter_was_trained_with_the_main_lora_config():
+    """The settings that decide the adapter's weights are those of the main job's LoRA config,
+    so a change to finetune/configs/facellm_tiny.yaml leaves no stale adapter shipping."""
+    sys.path.insert(0, str(ROOT))
+    from facellm.config import load_config
+    from finetune.lora_sft import SFTConfig
+
+    cfg = load_config(SFTConfig, ROOT / "finetune" / "configs" / "facellm_tiny.yaml")
+    expected = {**{k: getattr(cfg.train, k) for k in ("steps", "epochs", "batch_size", "grad_accum", "lr", "warmup",
+                                                      "lr_schedule", "weight_decay", "max_grad_norm",
+                                                      "loss_reduction", "seed")},
+                "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha, "lora_dropout": cfg.lora.dropout}
+    shipped = json.loads((SHIPPED_ADAPTER / "training_args.json").read_text())
+    stale = {k: (shipped.get(k), v) for k, v in expected.items() if shipped.get(k) != v}
+    assert not stale, (f"the shipped adapter was trained with other settings (shipped, config): {stale}; retrain "
+                       "it (`facellm train --config finetune/configs/facellm_tiny.yaml`) and ship it with "
+                       "`facellm models build-default --ship-adapter runs/lora/facellm_tiny`")
+
+
 def test_shipped_weights_are_fp16_and_small():
     assert folder_bytes(SHIPPED_DIR) <= MAX_SHIPPED_BYTES
     files = [*SHIPPED_BASE.glob("*.safetensors"), *SHIPPED_ADAPTER.glob("*.safetensors")]
