@@ -622,10 +622,9 @@ def group_metrics(rs: Sequence[dict[str, Any]], calibrated: dict[tuple[str, str,
     return out
 
 
-def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256,
-               tasks: dict[str, Task] | None = None) -> dict[str, float]:
-    """Greedy answers of an in-memory model (training's periodic evaluation) -> the mean
-    `Record.score` per metric group ("eval_acc/expression", "eval_acc/attributes/describe" ...):
+def greedy_records(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256,
+                   tasks: dict[str, Task] | None = None) -> list[Record]:
+    """The scored Records of an in-memory model's greedy answers to `rows`, one row at a time:
     the same prompts, tasks and scoring as a full evaluation."""
     import torch
 
@@ -633,7 +632,7 @@ def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_t
 
     tokenizer = processor.tokenizer
     eos = model.generation_config.eos_token_id
-    hits: dict[str, list[float]] = defaultdict(list)
+    records = []
     for row in rows:
         images = list(row["images"])
         text = chat_prompt(processor, len(images), row["messages"][0]["content"][-1]["text"])
@@ -643,6 +642,20 @@ def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_t
             out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tokenizer.pad_token_id)
         response = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        record = score_row(row, response, tasks)
+        records.append(score_row(row, response, tasks))
+    return records
+
+
+def mean_scores(records: Sequence[Record], tasks: dict[str, Task] | None = None) -> dict[str, float]:
+    """The mean `Record.score` per metric group ("eval_acc/expression", "eval_acc/attributes/describe" ...)."""
+    hits: dict[str, list[float]] = defaultdict(list)
+    for record in records:
         hits[task_of(record.task, tasks).metric_group(record.variant)].append(record.score)
     return {f"eval_acc/{k}": float(np.mean(v)) for k, v in sorted(hits.items())}
+
+
+def quick_eval(model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_tokens: int = 256,
+               tasks: dict[str, Task] | None = None) -> dict[str, float]:
+    """Greedy answers of an in-memory model (training's periodic evaluation) -> the mean
+    `Record.score` per metric group: the same prompts, tasks and scoring as a full evaluation."""
+    return mean_scores(greedy_records(model, processor, rows, max_tokens, tasks), tasks)
