@@ -52,7 +52,7 @@ from facellm.metrics.lr import check_llrs_labels
 from facellm.registry import get_task
 from facellm.tasks import attributes as attributes_task
 from facellm.tasks import demographics
-from facellm.tasks.base import PairLLRs, Record, SelfCheck, Task
+from facellm.tasks.base import PairLLRs, Record, SelfCheck, Task, constant_accuracy
 from facellm.tasks.verification import claim_agreement
 
 MATCH, NON_MATCH = "Match Verdict: Match", "Match Verdict: Non-Match"
@@ -392,10 +392,13 @@ def metric_groups(records: Sequence[Record], tasks: dict[str, Task] | None = Non
 
 def task_metrics(records: Sequence[Record], tasks: dict[str, Task] | None = None) -> dict[str, dict[str, Any]]:
     """{metric group: {"n": records, metric: value}}: each group's metrics as its task declares
-    them (`Task.aggregations`; a metric that is None on the group is left out)."""
+    them (`Task.aggregations`; a metric that is None on the group is left out), with the
+    constant-answer floor (`constant_accuracy`) wherever the labels are categories."""
     out = {}
     for key, (task, rs) in metric_groups(records, tasks).items():
         values = {name: fn(rs) for name, fn in task.aggregations().items()}
+        if "constant_accuracy" not in values and all(isinstance(r.label, (str, bool)) for r in rs):
+            values["constant_accuracy"] = constant_accuracy(rs)
         out[key] = {"n": len(rs), **{k: v for k, v in values.items() if v is not None}}
     return out
 

@@ -149,7 +149,7 @@ def _task_tables(metrics: dict[str, Any], systems: list[str]) -> list[Block]:
         cells = [metrics[s]["tasks"].get(key, {}) for s in systems]
         names = _report_metrics(key) or tuple(dict.fromkeys(
             n for c in cells for n, v in c.items() if n != "n" and isinstance(v, (int, float))))
-        for name in ("n", *names):
+        for name in ("n", *names, *(() if "constant_accuracy" in names else ("constant_accuracy",))):
             values = [c.get(name) for c in cells]
             if any(v is not None for v in values):
                 rows.append([key, name, *values])

@@ -172,9 +172,10 @@ def _pretrain_vision(cfg: BuildDefaultConfig, init: Path, out: Path, rows, val_r
 
 
 def _ship(out: Path) -> Path:
-    from facellm.models.shipped import MAX_SHIPPED_BYTES, SHIPPED_BASE, folder_bytes, install
+    from facellm.models.shipped import MAX_SHIPPED_BYTES, SHIPPED_BASE, folder_bytes, install, portable_args
 
     install(out, SHIPPED_BASE)
+    portable_args(SHIPPED_BASE)
     print(f"shipped the base to {SHIPPED_BASE} ({folder_bytes(SHIPPED_BASE) / 2**20:.1f} MiB of at most "
           f"{MAX_SHIPPED_BYTES / 2**20:.0f} MiB with the adapter)")
     return out
@@ -183,7 +184,7 @@ def _ship(out: Path) -> Path:
 def ship_adapter(adapter: Path, base: Path) -> Path:
     """Copy a LoRA adapter trained on `base` to the shipped folder (fp16), stamped with the
     base's fingerprint."""
-    from facellm.models.shipped import SHIPPED_ADAPTER, install, read_stamp, to_fp16
+    from facellm.models.shipped import SHIPPED_ADAPTER, install, portable_args, read_stamp, to_fp16
 
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
@@ -192,6 +193,7 @@ def ship_adapter(adapter: Path, base: Path) -> Path:
         raise FileNotFoundError(f"{base} has no facellm_build.json: build the base first")
     install(adapter, SHIPPED_ADAPTER)
     to_fp16(SHIPPED_ADAPTER)
+    portable_args(SHIPPED_ADAPTER)
     (SHIPPED_ADAPTER / "facellm_build.json").write_text(json.dumps(
         {"base_fingerprint": base_stamp["fingerprint"], "trained_from": str(adapter),
          "made_by": "facellm train, then facellm models build-default --ship-adapter"}, indent=2))

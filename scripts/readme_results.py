@@ -60,6 +60,10 @@ def task_rows(metrics: dict[str, Any], systems: list[str]) -> list[tuple[str, li
                                         for s in systems]),
         ("verification accuracy, images only / + score / + score and decision",
          [per_variant(s, lambda m: m.get("accuracy")) for s in systems]),
+        ("constant-answer floor (one answer whatever the image): expression / yes/no / describe / verification",
+         [" / ".join(num(t(s, k).get("constant_accuracy")) for k in
+                     ("expression", "attributes/yesno", "attributes/describe", "verification/images_only"))
+          for s in systems]),
         ("hallucinated-claim rate, per variant",
          [per_variant(s, lambda m: (m.get("faithfulness") or {}).get("hallucinated_claim_rate")) for s in systems]),
         ("self-contradiction rate, per variant",

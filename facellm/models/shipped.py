@@ -83,6 +83,22 @@ def install(src: Path, dst: Path) -> Path:
     return dst
 
 
+def portable_args(folder: Path) -> None:
+    """Rewrite an absolute output_dir in the folder's training_args.json relative to the working
+    directory (or to its last two parts outside it): a shipped file names no machine's paths."""
+    path = Path(folder) / "training_args.json"
+    if not path.is_file():
+        return
+    args = json.loads(path.read_text())
+    out = Path(str(args.get("output_dir", "")))
+    if out.is_absolute():
+        try:
+            args["output_dir"] = str(out.relative_to(Path.cwd()))
+        except ValueError:
+            args["output_dir"] = str(Path(*out.parts[-2:]))
+        path.write_text(json.dumps(args, indent=2))
+
+
 def to_fp16(folder: Path) -> None:
     """Rewrite every *.safetensors in `folder` with floating tensors stored as float16."""
     import torch

@@ -67,6 +67,19 @@ def per_attribute_accuracy(rs: Sequence[Record]) -> dict[str, float]:
     return M.per_attribute_accuracy(truths, preds)
 
 
+def constant_mean_accuracy(rs: Sequence[Record]) -> float:
+    """The mean attribute accuracy of the best answer that ignores the image: one word ("Yes")
+    to every yes/no question, one attribute list for every face in describe."""
+    values: dict[str, list[bool]] = {}
+    for r in rs:
+        for k, v in (r.label.items() if isinstance(r.label, dict) else [(r.values["attribute"], r.label)]):
+            values.setdefault(k, []).append(bool(v))
+    shares = {k: float(np.mean(v)) for k, v in values.items()}  # per attribute, how often "yes" is right
+    if isinstance(rs[0].label, dict):
+        return M.mean_accuracy({k: max(p, 1 - p) for k, p in shares.items()})
+    return max(M.mean_accuracy(shares), M.mean_accuracy({k: 1 - p for k, p in shares.items()}))
+
+
 class AttributeTask(TaskDefaults):
     """Metrics per variant ("attributes/yesno", "attributes/describe"): mean over attributes of
     each attribute's accuracy, and exact match (a describe answer right on every attribute)."""
@@ -129,7 +142,7 @@ class AttributeTask(TaskDefaults):
 
         return {"mean_accuracy": lambda rs: M.mean_accuracy(per_attribute_accuracy(rs)),
                 "per_attribute": per_attribute_accuracy, "exact_match": accuracy,
-                "parse_rate": parsed_share}
+                "parse_rate": parsed_share, "constant_accuracy": constant_mean_accuracy}
 
     def prompt_variant(self, prompt: str) -> str | None:
         if prompt in DESCRIBE_PROMPTS:

@@ -12,6 +12,7 @@ answer line iterate over what the tasks declare: a new task is one module plus i
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -182,6 +183,13 @@ def parse_rate(rs: Sequence[Record]) -> float:
     return M.parse_rate([r.prediction for r in rs])
 
 
+def constant_accuracy(rs: Sequence[Record]) -> float:
+    """The accuracy of the best constant answer on these rows (the commonest label): what a
+    model that answers the same whatever the image scores, the floor an accuracy is read against."""
+    counts = Counter(r.label for r in rs)
+    return max(counts.values()) / len(rs)
+
+
 def classification(classes: Sequence[str]) -> dict[str, Aggregation]:
     """Accuracy, UAR, macro-F1, parse rate and the confusion matrix (rows: labels, columns:
     predictions, in `classes` order, which the report plots with `classes`)."""
@@ -194,7 +202,7 @@ def classification(classes: Sequence[str]) -> dict[str, Aggregation]:
     return {"accuracy": lambda rs: M.accuracy(labels(rs), preds(rs)),
             "uar": lambda rs: M.uar(labels(rs), preds(rs), classes),
             "macro_f1": lambda rs: M.macro_f1(labels(rs), preds(rs), classes),
-            "parse_rate": parse_rate,
+            "parse_rate": parse_rate, "constant_accuracy": constant_accuracy,
             "confusion": lambda rs: M.confusion_matrix(labels(rs), preds(rs), classes).tolist(),
             "classes": lambda rs: list(classes)}
 

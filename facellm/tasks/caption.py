@@ -12,6 +12,12 @@ them from pre-training; without them those tokens keep random embeddings and out
     pair:   "Describe the two faces." -> "Same: face shape, skin tone, hair colour, a beard.
              Different: eye colour, eyeglasses."
     glossary: "Which words name the basic facial expressions?" -> "neutral, happy, sad, ..."
+    question: "Does this face show eyeglasses?" -> "Yes, it shows eyeglasses."
+
+Question rows ask one attribute of a single face, as a base VLM answers visual yes/no questions
+before any face fine-tune; the answer is drawn first (yes or no, evenly) as in the attribute
+task's yes/no rows. Without them the base only ever named the attributes a face has, and a
+LoRA on it answered every attribute question with one constant (README, issue 9).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from facellm.tasks.base import Conversation, Scored, TaskDefaults
 from facellm.tasks.expression import CUES
 from facellm.tasks.verification import HAIR_KEYS
 
+QUESTION = "Does this face show {noun}?"
 SINGLE_PROMPTS = ("Describe this face.", "Write a caption for this face image.")
 PAIR_PROMPTS = ("Describe the two faces.", "Write a caption for each of the two face images.")
 GLOSSARY = (
@@ -51,6 +58,20 @@ def caption(record: FaceRecord) -> str:
     return " ".join(parts)
 
 
+def question_answer(record: FaceRecord, rng: random.Random) -> tuple[str, str] | None:
+    """A yes/no question about one of the record's binary attributes and its answer, or None
+    when it has none (smiling is left out: the captions never name the expression)."""
+    labels = {k: v for k, v in record.attributes.items()
+              if isinstance(v, bool) and k in BINARY_ATTRIBUTES and k != "smiling"}
+    if not labels:
+        return None
+    want = rng.random() < 0.5
+    key = rng.choice(sorted(k for k, v in labels.items() if v == want) or sorted(labels))
+    noun = BINARY_ATTRIBUTES[key].noun
+    answer = f"Yes, it shows {noun}." if labels[key] else f"No, it does not show {noun}."
+    return QUESTION.format(noun=noun), answer
+
+
 def pair_caption(pair: FacePair) -> str:
     """What two faces share and where they differ (ground truth, no verdict), by name: comparing
     faces is a skill of its own that verification builds on. The single captions teach the
@@ -75,10 +96,11 @@ class CaptionTask(TaskDefaults):
     """Scored by exact match with the target (a pre-training task; not asked in the chat)."""
 
     name = "caption"
-    variants = ("single", "pair", "glossary")
+    variants = ("single", "pair", "glossary", "question")
 
-    def __init__(self, glossary_rate: float = 0.2):
+    def __init__(self, glossary_rate: float = 0.2, question_rate: float = 0.5):
         self.glossary_rate = glossary_rate
+        self.question_rate = question_rate
 
     def applies_to(self, sample: Sample) -> bool:
         return isinstance(sample, (FaceRecord, FacePair))
@@ -99,6 +121,10 @@ class CaptionTask(TaskDefaults):
         if "glossary" in variants and rng.random() < self.glossary_rate:
             question, answer = rng.choice(GLOSSARY)
             out.append(Conversation(sample.id, self.name, "glossary", question, answer, [], {}))
+        if "question" in variants and rng.random() < self.question_rate:
+            qa = question_answer(sample, rng)
+            if qa is not None:
+                out.append(Conversation(sample.id, self.name, "question", qa[0], qa[1], [sample.image], {}))
         return out
 
     def parse(self, response: str, conversation: Conversation) -> str:

@@ -82,6 +82,24 @@ def test_shipped_weights_are_fp16_and_small():
         assert dtypes == {"F16"}, (path, dtypes)
 
 
+def test_shipped_training_args_name_no_machine_path():
+    for folder in (SHIPPED_BASE, SHIPPED_ADAPTER):
+        out = json.loads((folder / "training_args.json").read_text())["output_dir"]
+        assert not Path(out).is_absolute(), (folder, out)
+
+
+def test_portable_args_rewrites_an_absolute_output_dir(tmp_path, monkeypatch):
+    from facellm.models.shipped import portable_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "training_args.json").write_text(json.dumps({"output_dir": str(tmp_path / "runs/x/pretrain"), "lr": 1}))
+    portable_args(tmp_path)
+    assert json.loads((tmp_path / "training_args.json").read_text()) == {"output_dir": "runs/x/pretrain", "lr": 1}
+    (tmp_path / "training_args.json").write_text(json.dumps({"output_dir": "/elsewhere/models/b/pretrain"}))
+    portable_args(tmp_path)
+    assert json.loads((tmp_path / "training_args.json").read_text())["output_dir"] == "b/pretrain"
+
+
 def test_status_reports_the_shipped_base_as_current(tmp_path):
     """The main job's decision: `build-default --status` exits 0 on a fresh FACELLM_HOME."""
     done = subprocess.run([sys.executable, "-m", "finetune.build_default", "--config", str(BASE_CONFIG), "--status"],

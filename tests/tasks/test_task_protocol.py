@@ -77,9 +77,11 @@ def test_a_new_task_goes_through_evaluation_and_report(monkeypatch, tmp_path):
     records = [score_row(_row_of(SmileTask().conversations(f, random.Random(0))[0]), text, system="base", split="test") for f, text in zip(faces, replies)]
     assert [r.correct for r in records] == [True, False, True, False]
     metrics = task_metrics(records)
-    assert metrics == {"smile": {"n": 4, "accuracy": 0.5, "smile_rate": 0.75}}
+    # labels smiling / not smiling twice each: one constant answer is right on half (added by evaluation)
+    assert metrics == {"smile": {"n": 4, "accuracy": 0.5, "smile_rate": 0.75, "constant_accuracy": 0.5}}
     report = to_markdown(evaluation_blocks({"base": {"tasks": metrics, "lr": {}}}, tmp_path))
     assert re.search(r"\| smile \| smile_rate \| 0\.75", report), report
+    assert re.search(r"\| smile \| constant_accuracy \| 0\.5", report), report
     assert parse_answer(SmileTask.PROMPT, "Yes, smiling.") == "smile: smiling"
 
 
@@ -138,6 +140,24 @@ def test_attribute_metrics_per_variant_by_hand():
     assert metrics["attributes/describe"]["per_attribute"] == {"beard": 0.0, "eyeglasses": 1.0, "smiling": 0.0}
     assert metrics["attributes/describe"]["mean_accuracy"] == pytest.approx(1 / 3)
     assert metrics["attributes/describe"]["exact_match"] == 0.0
+
+
+def test_constant_answer_baselines_by_hand():
+    from facellm.tasks.attributes import constant_mean_accuracy
+    from facellm.tasks.base import Record, constant_accuracy
+
+    def rec(label, attribute=None):
+        return Record("t/0", "attributes", "yesno", "", "", label, None, False, 0.0,
+                      {"attribute": attribute} if attribute else {})
+
+    assert constant_accuracy([rec("happy"), rec("sad"), rec("happy"), rec("fear")]) == 0.5
+    # yes/no: "Yes" scores beard 2/3 and hat 0 (mean 1/3), "No" 1/3 and 1 (mean 2/3)
+    assert constant_mean_accuracy([rec(True, "beard"), rec(True, "beard"), rec(False, "beard"),
+                                   rec(False, "wearing_hat")]) == pytest.approx(2 / 3)
+    # describe: one list for every face, right on each attribute's commoner value
+    assert constant_mean_accuracy([rec({"beard": True, "bangs": False}), rec({"beard": True, "bangs": True}),
+                                   rec({"beard": True, "bangs": False}), rec({"beard": False, "bangs": False})]
+                                  ) == pytest.approx(0.75)
 
 
 def _row_of(conv):

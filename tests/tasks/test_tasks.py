@@ -7,7 +7,7 @@ from PIL import Image
 
 from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import EXPRESSIONS, FacePair, FaceRecord
-from facellm.tasks import AgeTask, AttributeTask, ExpressionTask, VerificationTask
+from facellm.tasks import AgeTask, AttributeTask, CaptionTask, ExpressionTask, VerificationTask
 from facellm.tasks.attributes import parse_attribute_lines, parse_yes_no
 from facellm.tasks.expression import parse_expression
 from facellm.tasks.verification import decision_threshold, parse_verification
@@ -48,6 +48,21 @@ def test_yesno_questions_are_balanced_and_true():
         assert BINARY_ATTRIBUTES[conv.extras["attribute"]].question in conv.prompt
         answers.append(conv.target)
     assert 0.4 < answers.count("Yes") / len(answers) < 0.6
+
+
+def test_caption_questions_are_balanced_true_and_never_about_the_expression():
+    task = CaptionTask(question_rate=1.0)
+    attrs = {**A, "smiling": True}
+    answers = []
+    for i in range(400):
+        convs = task.conversations(record(i, attrs), random.Random(i), ("question",))
+        assert [c.variant for c in convs] == ["question"] and len(convs[0].images) == 1
+        conv = convs[0]
+        key = next(k for k, a in BINARY_ATTRIBUTES.items() if conv.prompt == f"Does this face show {a.noun}?")
+        assert key != "smiling"
+        assert conv.target.startswith("Yes") == attrs[key]
+        answers.append(conv.target.startswith("Yes"))
+    assert 0.4 < sum(answers) / len(answers) < 0.6
 
 
 def test_verification_target_states_only_true_differences():
