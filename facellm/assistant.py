@@ -104,7 +104,7 @@ def claim_marks(explanation: str, own_answers: Sequence[Mapping[str, bool]] | No
                 truth: Sequence[Mapping[str, Any]] | None = None) -> list[ClaimMark]:
     """Mark each attribute claim of a pair's explanation as supported, contradicted or not
     checkable: by the model's own answers about each face (`own_answers`, two dicts as
-    `parse_attribute_lines` reads them), by ground truth (`truth`, the two faces' attributes, for
+    `parse_attributes` reads them), by ground truth (`truth`, the two faces' attributes, for
     SynthFace examples), and by itself (a difference naming one value for both faces)."""
     claims = parse_claims(explanation, faces=2)
     marks: dict[Claim, dict[str, Mark]] = {c: {} for c in claims}
@@ -326,7 +326,7 @@ class FaceAssistant:
         (as eval's self-consistency asks it), read with the task's parser; one batched request each."""
         requests = [ChatRequest([image], attributes.DESCRIBE_PROMPTS[0], max_tokens=OWN_ANSWER_TOKENS["describe"],
                                 adapter=adapter) for image in images]
-        return [attributes.parse_attribute_lines(r.text) for r in self.backend.chat(requests)]
+        return [attributes.parse_attributes(r.text) for r in self.backend.chat(requests)]
 
     def truth_of(self, files: Sequence[str | Path]) -> tuple[Mapping[str, Any], ...] | None:
         """The ground truth of every file when all are known examples (`truths`), else None."""

@@ -220,7 +220,7 @@ def ask_own_answers(backend: Backend, rows: Sequence[dict[str, Any]], records: S
 def _own_answer(key: str, request: tuple[dict[str, Any], int, str, str | None], reply: str) -> dict[str, Any]:
     _, face, prompt, attribute = request
     if attribute is None:
-        found = attributes_task.parse_attribute_lines(reply)
+        found = attributes_task.parse_attributes(reply)
     else:
         answer = attributes_task.parse_yes_no(reply)
         found = {} if answer is None else {attribute: answer}

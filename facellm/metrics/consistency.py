@@ -44,7 +44,7 @@ class SelfCheck:
 def self_check(claims: Sequence[Claim], answers_first: Mapping[str, bool],
                answers_second: Mapping[str, bool] | None = None) -> SelfCheck:
     """Check claims against the model's answers about each face ({"eyeglasses": True, ...},
-    `parse_attribute_lines` / `parse_yes_no` of its replies); the rules of `score_claims`."""
+    `parse_attributes` / `parse_yes_no` of its replies); the rules of `score_claims`."""
     check: ClaimCheck = score_claims(claims, dict(answers_first), dict(answers_second or {}))
     return SelfCheck(check.supported, check.hallucinated, check.unverifiable)
 

@@ -2,7 +2,15 @@
 
 Sample: a FaceRecord with `attributes`. Conversations:
     yesno:    "Is the person wearing eyeglasses? Answer yes or no."  -> "Yes"
-    describe: "List the facial attributes of this person."           -> "eyeglasses: yes\nbeard: no\n..."
+    describe: "List the facial attributes of this person."           -> "It has eyeglasses, a beard."
+
+A describe answer names the attributes the face has, in the words of `Attribute.noun`; every
+attribute it does not name is absent ("It has none of these attributes." for none). Each named
+attribute is then a word the model emits when the image shows it, which a small model learns;
+an answer per attribute ("eyeglasses: yes\nbeard: no\n...", still parsed) makes every line a
+yes/no decision conditioned on the line's name, which the offline default's 4-layer language
+model did not learn (describe at the constant-answer floor, 0.765; the named list 0.91 after 300
+LoRA steps on the same base: README, issue 9).
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ YESNO_PROMPTS = (
 )
 DESCRIBE_PROMPTS = (
     "List the facial attributes of this person.",
-    "Describe the attributes of this face, one per line.",
-    "Which of the listed attributes does this face have? Give each as yes or no.",
+    "Which attributes does this face have?",
+    "Name the attributes of this face.",
 )
+NO_ATTRIBUTES = "It has none of these attributes."
 
 
 def attribute_label(key: str) -> str:
@@ -45,6 +54,12 @@ def attribute_label(key: str) -> str:
 
 
 _LABEL_TO_KEY = {attribute_label(k): k for k in BINARY_ATTRIBUTES}
+
+
+def describe_answer(labels: dict[str, bool]) -> str:
+    """The describe target: the attributes present, by noun, in `labels`' order."""
+    present = [BINARY_ATTRIBUTES[k].noun for k, v in labels.items() if v]
+    return f"It has {', '.join(present)}." if present else NO_ATTRIBUTES
 
 
 def binary_labels(record: FaceRecord) -> dict[str, bool]:
@@ -102,8 +117,8 @@ class AttributeTask(TaskDefaults):
             if variant == "yesno":
                 out += [self._yesno(sample, labels, rng, k) for k in range(self.questions_per_sample)]
             elif variant == "describe":
-                target = "\n".join(f"{attribute_label(k)}: {'yes' if v else 'no'}" for k, v in labels.items())
-                out.append(Conversation(sample.id, self.name, "describe", rng.choice(DESCRIBE_PROMPTS), target,
+                out.append(Conversation(sample.id, self.name, "describe", rng.choice(DESCRIBE_PROMPTS),
+                                        describe_answer(labels),
                                         [sample.image], {"labels": labels}))
             else:
                 raise ValueError(f"attributes task has no variant {variant!r}; choose from {self.variants}")
@@ -123,7 +138,7 @@ class AttributeTask(TaskDefaults):
     def parse(self, response: str, conversation: Conversation) -> Any:
         if conversation.variant.startswith("yesno"):
             return parse_yes_no(response)
-        return parse_attribute_lines(response)
+        return parse_attributes(response)
 
     def score(self, parsed: Any, conversation: Conversation) -> Scored:
         extras = conversation.extras
@@ -137,7 +152,7 @@ class AttributeTask(TaskDefaults):
         return f"{self.name}/{'yesno' if variant.startswith('yesno') else variant}"
 
     def aggregations(self) -> dict[str, Aggregation]:
-        def parsed_share(rs: Sequence[Record]) -> float:  # describe: an answer with no attribute line is unparsed
+        def parsed_share(rs: Sequence[Record]) -> float:  # describe: an answer that names no attribute is unparsed
             return parse_rate(rs) if rs[0].variant.startswith("yesno") else float(np.mean([bool(r.prediction) for r in rs]))
 
         return {"mean_accuracy": lambda rs: M.mean_accuracy(per_attribute_accuracy(rs)),
@@ -151,6 +166,8 @@ class AttributeTask(TaskDefaults):
         return "yesno" if any(p.format(question=q) == prompt for p in YESNO_PROMPTS for q in questions) else None
 
     def answer_text(self, parsed: Any) -> str:
+        if isinstance(parsed, dict) and len(parsed) == len(BINARY_ATTRIBUTES):  # a list: the rest absent
+            return "has " + (", ".join(BINARY_ATTRIBUTES[k].noun for k, v in parsed.items() if v) or "none of the attributes")
         if isinstance(parsed, dict):
             return ", ".join(f"{attribute_label(k)} {'yes' if v else 'no'}" for k, v in parsed.items()) or "none parseable"
         return "not parseable" if parsed is None else ("yes" if parsed else "no")
@@ -160,6 +177,32 @@ def parse_yes_no(text: str) -> bool | None:
     """The first yes/no word of a response; None when there is none."""
     match = re.search(r"\b(yes|no)\b", text.lower())
     return None if match is None else match.group(1) == "yes"
+
+
+def _phrases(key: str) -> tuple[str, ...]:
+    a = BINARY_ATTRIBUTES[key]
+    return (re.sub(r"^(a|an) ", "", a.noun), *a.synonyms)
+
+
+_NAMED = {k: re.compile(r"\b(?:(no|not|without)\s+(?:an?\s+)?)?(?:" + "|".join(map(re.escape, _phrases(k))) + r")\b")
+          for k in BINARY_ATTRIBUTES}
+
+
+def parse_attributes(text: str) -> dict[str, bool]:
+    """A describe answer -> {attribute key: present}. `name: yes|no` lines (parse_attribute_lines)
+    when there are any; else a list of the attributes the face has ("It has eyeglasses, a beard.",
+    `describe_answer`), which answers every vocabulary attribute: unnamed ones, and ones named
+    after no/not/without, are absent. {} when the text is neither (unparsed)."""
+    lines = parse_attribute_lines(text)
+    if lines:
+        return lines
+    low = text.lower()
+    if NO_ATTRIBUTES.lower().rstrip(".") in low:
+        return dict.fromkeys(BINARY_ATTRIBUTES, False)
+    named = {k: m for k, pattern in _NAMED.items() if (m := pattern.search(low))}
+    if not named:
+        return {}
+    return {k: k in named and named[k].group(1) is None for k in BINARY_ATTRIBUTES}
 
 
 def parse_attribute_lines(text: str) -> dict[str, bool]:

@@ -65,7 +65,7 @@ def test_the_panel_marks_the_claims_and_shows_the_fused_lr(trained, tmp_path):
     from demo.app import respond
     from facellm.images import load_image
     from facellm.inference.base import ChatRequest
-    from facellm.tasks.attributes import DESCRIBE_PROMPTS, parse_attribute_lines
+    from facellm.tasks.attributes import DESCRIBE_PROMPTS, parse_attributes
 
     backend, examples, truths = trained
     pair = examples[3]  # different persons
@@ -83,7 +83,7 @@ def test_the_panel_marks_the_claims_and_shows_the_fused_lr(trained, tmp_path):
     query = assistant.verification_query(*[load_image(f) for f in copies], "score")
     reply = last[0][-1]["content"]
     result = assistant.assess(query, reply, "facellm-lora", pair.truths)
-    own = [parse_attribute_lines(r.text) for r in backend.chat(
+    own = [parse_attributes(r.text) for r in backend.chat(
         [ChatRequest([img], DESCRIBE_PROMPTS[0], max_tokens=256, adapter="facellm-lora") for img in query.images])]
     assert result.marks == tuple(claim_marks(result.explanation, own, pair.truths))
     assert result.marks, f"the trained adapter made no attribute claim: {reply!r}"

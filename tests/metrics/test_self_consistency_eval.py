@@ -54,7 +54,7 @@ def records_of(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("mode", ["describe", "yesno"])
 def test_own_answers_are_asked_once_per_claimed_face_and_resume(setting, tmp_path, mode):
     from facellm.evaluation import RecordLog, add_self_consistency, ask_own_answers
-    from facellm.tasks.attributes import parse_attribute_lines, parse_yes_no
+    from facellm.tasks.attributes import parse_attributes, parse_yes_no
 
     backend, rows = setting
     records = records_of(rows)
@@ -66,7 +66,7 @@ def test_own_answers_are_asked_once_per_claimed_face_and_resume(setting, tmp_pat
     asked = [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()]
     assert len(asked) == n
     for a in asked:
-        parse = parse_attribute_lines(a["response"]) if mode == "describe" else (
+        parse = parse_attributes(a["response"]) if mode == "describe" else (
             {} if parse_yes_no(a["response"]) is None else {a["id"].rsplit("#", 1)[1]: parse_yes_no(a["response"])})
         assert a["answers"] == parse
         assert answers[a["pair"], a["face"]].items() >= parse.items()

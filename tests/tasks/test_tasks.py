@@ -8,7 +8,7 @@ from PIL import Image
 from facellm.attributes import BINARY_ATTRIBUTES
 from facellm.schema import EXPRESSIONS, FacePair, FaceRecord
 from facellm.tasks import AgeTask, AttributeTask, CaptionTask, ExpressionTask, VerificationTask
-from facellm.tasks.attributes import parse_attribute_lines, parse_yes_no
+from facellm.tasks.attributes import parse_attribute_lines, parse_attributes, parse_yes_no
 from facellm.tasks.expression import parse_expression
 from facellm.tasks.verification import decision_threshold, parse_verification
 
@@ -48,6 +48,22 @@ def test_yesno_questions_are_balanced_and_true():
         assert BINARY_ATTRIBUTES[conv.extras["attribute"]].question in conv.prompt
         answers.append(conv.target)
     assert 0.4 < answers.count("Yes") / len(answers) < 0.6
+
+
+def test_describe_names_what_the_face_has_and_every_other_attribute_reads_absent():
+    task = AttributeTask()
+    for attrs in (A, B, dict.fromkeys(A, False), dict.fromkeys(BINARY_ATTRIBUTES, True)):
+        [conv] = task.conversations(record(0, attrs), random.Random(0), ("describe",))
+        named = [a.noun for k, a in BINARY_ATTRIBUTES.items() if attrs.get(k)]
+        assert conv.target == (f"It has {', '.join(named)}." if named else "It has none of these attributes.")
+        parsed = parse_attributes(conv.target)
+        assert parsed == {k: bool(attrs.get(k)) for k in BINARY_ATTRIBUTES}  # each noun names only its own
+        assert task.score(task.parse(conv.target, conv), conv).score == 1.0
+    # a model's own wording: synonyms, negation, the per-line format; nothing named is unparsed
+    said = parse_attributes("It has glasses and a bald head, but no hat.")
+    assert {k for k, v in said.items() if v} == {"eyeglasses", "bald"} and said["wearing_hat"] is False
+    assert parse_attributes("eyeglasses: no\nbeard: yes") == {"eyeglasses": False, "beard": True}
+    assert parse_attributes("I cannot tell.") == {}
 
 
 def test_caption_questions_are_balanced_true_and_never_about_the_expression():
