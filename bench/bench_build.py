@@ -1,6 +1,6 @@
 """Instruction-dataset build throughput on SynthFace at num_proc 1 and 2, in one run.
 
-    python bench/bench_build.py [--identities 60] [--num-proc 2]
+    python bench/bench_build.py [--identities 400] [--num-proc 2]
 
 Builds the same dataset as instruct_data/configs/synthface.yaml (160 px faces aligned to 112 px,
 every face task and variant, about as many pairs as records), scaled down to --identities, once
@@ -72,7 +72,7 @@ def same_dataset(a: Path, b: Path) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--identities", type=int, default=60, help="SynthFace identities (6 images each)")
+    parser.add_argument("--identities", type=int, default=400, help="SynthFace identities (6 images each; fewer and the workers' start-up dominates)")
     parser.add_argument("--num-proc", type=int, default=2, help="processes of the measured build")
     return parser
 
