@@ -179,30 +179,22 @@ def parse_yes_no(text: str) -> bool | None:
     return None if match is None else match.group(1) == "yes"
 
 
-def _phrases(key: str) -> tuple[str, ...]:
-    a = BINARY_ATTRIBUTES[key]
-    return (re.sub(r"^(a|an) ", "", a.noun), *a.synonyms)
-
-
-_NAMED = {k: re.compile(r"\b(?:(no|not|without)\s+(?:an?\s+)?)?(?:" + "|".join(map(re.escape, _phrases(k))) + r")\b")
-          for k in BINARY_ATTRIBUTES}
-
-
 def parse_attributes(text: str) -> dict[str, bool]:
     """A describe answer -> {attribute key: present}. `name: yes|no` lines (parse_attribute_lines)
     when there are any; else a list of the attributes the face has ("It has eyeglasses, a beard.",
-    `describe_answer`), which answers every vocabulary attribute: unnamed ones, and ones named
-    after no/not/without, are absent. {} when the text is neither (unparsed)."""
+    `describe_answer`), read by the faithfulness claim parser (synonyms, "no hat"), which answers
+    every vocabulary attribute: unnamed ones are absent. {} when the text is neither (unparsed)."""
     lines = parse_attribute_lines(text)
     if lines:
         return lines
-    low = text.lower()
-    if NO_ATTRIBUTES.lower().rstrip(".") in low:
+    if NO_ATTRIBUTES.lower().rstrip(".") in text.lower():
         return dict.fromkeys(BINARY_ATTRIBUTES, False)
-    named = {k: m for k, pattern in _NAMED.items() if (m := pattern.search(low))}
-    if not named:
+    named: dict[str, bool] = {}
+    for claim in M.parse_claims(text, faces=1):
+        named.setdefault(claim.attribute, claim.value)  # the first mention, as parse_attribute_lines
+    if not named.keys() & BINARY_ATTRIBUTES.keys():
         return {}
-    return {k: k in named and named[k].group(1) is None for k in BINARY_ATTRIBUTES}
+    return {k: named.get(k, False) for k in BINARY_ATTRIBUTES}
 
 
 def parse_attribute_lines(text: str) -> dict[str, bool]:
